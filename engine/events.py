@@ -1,0 +1,176 @@
+"""What can happen to a call: the engine's only inputs.
+
+Every event is an immutable value. The runner stamps the time it happened
+(``now``, seconds since the call started) when it hands the event to
+:meth:`engine.core.CallCore.handle`; the engine never reads a clock.
+
+Events that answer a request the engine made (a completion, a synthesis)
+carry that request's ``turn`` id. When the engine has moved on (a barge-in
+cancelled the turn), events of old turns are dropped, so audio from a
+cancelled reply can never reach the caller.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from engine.audio import Audio
+
+
+@attrs.frozen
+class CallStarted:
+    """The media stream is up: the caller can hear us from now on."""
+
+    call_id: str
+    stream_id: str = ""
+    caller: str = ""
+    callee: str = ""
+
+
+@attrs.frozen
+class SpeechStarted:
+    """Someone is talking on the caller's side (local VAD or the recognizer).
+
+    ``at`` is the call time of the first speech frame, which is earlier than
+    the moment the detector was sure: barge-in duration counts from it.
+    """
+
+    at: float
+    source: str = "vad"
+
+
+@attrs.frozen
+class SpeechStopped:
+    """The caller's side went quiet."""
+
+    at: float
+    source: str = "vad"
+
+
+@attrs.frozen
+class Transcript:
+    """Recognized words. Interim results replace each other; finals accumulate."""
+
+    text: str
+    is_final: bool = True
+    speech_final: bool = False
+
+
+@attrs.frozen
+class UtteranceEnd:
+    """The recognizer saw a long enough gap after the last word."""
+
+
+@attrs.frozen
+class LlmText:
+    """A piece of the streamed reply."""
+
+    turn: int
+    text: str
+
+
+@attrs.frozen
+class LlmToolCall:
+    """The model asked for a tool; ``arguments`` is the raw JSON text."""
+
+    turn: int
+    name: str
+    arguments: str = "{}"
+    call_id: str = ""
+
+
+@attrs.frozen
+class LlmDone:
+    """The completion stream finished normally."""
+
+    turn: int
+
+
+@attrs.frozen
+class LlmFailed:
+    """The completion could not be had (timeout, 429, 5xx, dropped stream)."""
+
+    turn: int
+    reason: str
+
+
+@attrs.frozen
+class TtsAudio:
+    """Phone-ready audio (8 kHz mu-law) of sentence ``seq`` of ``turn``."""
+
+    turn: int
+    seq: int
+    audio: Audio = attrs.field(repr=lambda a: f"<{len(a)} bytes>")
+
+
+@attrs.frozen
+class TtsDone:
+    """All audio of sentence ``seq`` has been delivered."""
+
+    turn: int
+    seq: int
+
+
+@attrs.frozen
+class TtsFailed:
+    """Sentence ``seq`` could not be synthesized."""
+
+    turn: int
+    seq: int
+    reason: str
+
+
+@attrs.frozen
+class PlaybackMarked:
+    """The phone played everything queued before checkpoint ``name`` (Vobiz ``playedStream``)."""
+
+    name: str
+
+
+@attrs.frozen
+class PlaybackCleared:
+    """The phone flushed its queue after our ``clearAudio`` (Vobiz ``clearedAudio``)."""
+
+
+@attrs.frozen
+class TimerFired:
+    """A timer the engine started with :class:`engine.commands.StartTimer` ran out."""
+
+    name: str
+
+
+@attrs.frozen
+class DtmfPressed:
+    """The caller pressed a key."""
+
+    digit: str
+
+
+@attrs.frozen
+class CallEnded:
+    """The call is over from the outside: socket closed, ``stop``, hang-up webhook."""
+
+    reason: str
+
+
+Event = (
+    CallStarted
+    | SpeechStarted
+    | SpeechStopped
+    | Transcript
+    | UtteranceEnd
+    | LlmText
+    | LlmToolCall
+    | LlmDone
+    | LlmFailed
+    | TtsAudio
+    | TtsDone
+    | TtsFailed
+    | PlaybackMarked
+    | PlaybackCleared
+    | TimerFired
+    | DtmfPressed
+    | CallEnded
+)
+
+EVENT_TYPES: tuple[type, ...] = Event.__args__  # type: ignore[attr-defined]
