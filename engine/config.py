@@ -1,0 +1,83 @@
+"""The agent's settings that shape a conversation.
+
+These are the only knobs the engine reads. They are written into every call
+log's header, so a replay rebuilds exactly the engine the call ran with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+DEFAULT_BACKCHANNELS = (
+    "uh-huh",
+    "uh huh",
+    "mm-hm",
+    "mm hm",
+    "mhm",
+    "hmm",
+    "okay",
+    "ok",
+    "right",
+    "yeah",
+    "yep",
+    "sure",
+    "i see",
+)
+
+
+def _tuple(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
+
+
+@attrs.frozen(kw_only=True)
+class AgentConfig:
+    """How the agent behaves on the phone; times are in seconds."""
+
+    system_prompt: str = (
+        "You are a friendly, concise phone assistant. Answer in one or two short spoken "
+        "sentences, without lists or markup. Call end_call when the caller is done."
+    )
+    greeting: str = "Hello! Thanks for calling. How can I help you today?"
+    reprompt: str = "Are you still there?"
+    goodbye: str = "Thank you for calling. Goodbye!"
+    apology: str = "Sorry, I had a problem there. Could you say that again?"
+
+    #: Silence after the agent was heard before a reprompt.
+    idle_timeout: float = 8.0
+    #: Reprompts before the agent says goodbye and hangs up.
+    max_reprompts: int = 2
+    #: The agent says goodbye and hangs up when the call reaches this length.
+    max_call_seconds: float = 600.0
+
+    #: Caller speech shorter than this (counted from its first frame) does not interrupt.
+    barge_in_min_speech: float = 0.1
+    #: After an interruption, words must come within this time or the agent resumes.
+    false_interruption_timeout: float = 1.5
+    #: Whether the caller can interrupt the greeting.
+    greeting_interruptible: bool = False
+    #: Short acknowledgements that do not take the floor from the agent.
+    backchannels: tuple[str, ...] = attrs.field(default=DEFAULT_BACKCHANNELS, converter=_tuple)
+
+    #: Whether keypad digits reach the language model as a user message.
+    dtmf_to_llm: bool = True
+    #: Digits are gathered until this gap passes or ``#`` is pressed.
+    dtmf_gap: float = 1.5
+    dtmf_template: str = "(The caller pressed the keys: {digits})"
+
+    #: Slack on top of the audio's own duration before a missing playback
+    #: acknowledgement is taken as heard (the phone does not always send one).
+    ack_grace: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self, retain_collection_types=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentConfig:
+        """Build from a log header or an agent file; unknown keys are an error, so typos show."""
+        names = {a.name for a in attrs.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown agent settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
