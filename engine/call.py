@@ -127,8 +127,13 @@ class Call:
         """This audio goes to the caller at once (it is for the sentence playing next)."""
         return self.speech is not None and e.seq == self.speech.next_play
 
-    def can_apologize(self) -> bool:
-        return self.speech is not None and self.speech.kind not in ("apology", "goodbye")
+    def can_apologize(self, e: Any) -> bool:
+        """Say sorry for a failed sentence, unless the sorry itself (or a goodbye) failed."""
+        speech = self.speech
+        if speech is None or speech.kind in ("apology", "goodbye"):
+            return False
+        sentence = speech.get(e.seq)
+        return sentence is not None and sentence.text != self.config.apology
 
     def reprompts_left(self) -> bool:
         return self.reprompts < self.config.max_reprompts
@@ -321,15 +326,15 @@ class Call:
         """Barge-in: silence the phone, stop the reply, keep only what was heard."""
         self.emit(cmd.ClearAudio())
         self.stop_completion()
-        self.cancel_timer(BARGE_IN)
-        self.cancel_timer(PLAYOUT)
-        self.checkpoints.clear()
-        self.playout_end = now
         if self.speech is not None:
             self.emit(cmd.CancelSynthesis(self.speech.turn))
             if self.held is not None:
                 self.speech.heard_before[:0] = [self.held.heard_text]
             self.held, self.speech = self.speech, None
+        self.cancel_timer(BARGE_IN)
+        self.cancel_timer(PLAYOUT)
+        self.checkpoints.clear()
+        self.playout_end = now
         self.start_timer(FALSE_INTERRUPTION, now + self.config.false_interruption_timeout)
 
     def resume(self) -> None:

@@ -113,6 +113,8 @@ class CallCore:
             return f"{event.name}_timer", None
         if isinstance(event, ev.CallStarted) and call.turn:
             return "", "call already started"
+        if not call.turn and not isinstance(event, ev.CallStarted | ev.CallEnded):
+            return "", "call not started"
         return _MACHINE_EVENT[type(event)], None
 
     def _speech_complete(self) -> bool:

@@ -1,0 +1,377 @@
+"""The call engine's behaviour, one rule per test: events in at explicit times, commands out."""
+
+import json
+
+import pytest
+from drive import AUDIO, Drive, of
+from statemachine.exceptions import TransitionNotAllowed
+
+from engine import commands as cmd
+from engine import events as ev
+
+
+def test_greeting_is_spoken_then_the_call_listens_once_it_was_heard():
+    d = Drive()
+    out = d(ev.CallStarted("call-1"), 0.0)
+    assert of(out, cmd.Synthesize) == [cmd.Synthesize(1, 0, d.core.config.greeting)]
+    assert d.state == "greeting"
+    out = d(ev.TtsAudio(1, 0, AUDIO), 0.3)
+    assert out == [cmd.PlayAudio(1, 0, AUDIO)]
+    out = d(ev.TtsDone(1, 0), 0.4)
+    assert out[0] == cmd.Checkpoint("1.0")
+    assert d.state == "greeting"  # sent is not heard
+    out = d(ev.PlaybackMarked("1.0"), 2.5)
+    assert d.state == "listening"
+    assert cmd.StartTimer("idle", 2.5 + d.core.config.idle_timeout) in out
+
+
+def test_a_final_with_speech_final_ends_the_turn_and_asks_the_model_with_the_history():
+    d = Drive()
+    d.greet()
+    d(ev.Transcript("I'd like", is_final=True), 3.0)
+    assert d.state == "listening"
+    out = d(ev.Transcript("a table for two.", is_final=True, speech_final=True), 3.5)
+    assert d.state == "thinking"
+    (start,) = of(out, cmd.StartCompletion)
+    assert [m.role for m in start.messages] == ["system", "assistant", "user"]
+    assert start.messages[-1].content == "I'd like a table for two."
+
+
+def test_utterance_end_after_finals_ends_the_turn_but_not_without_words():
+    d = Drive()
+    d.greet()
+    assert d(ev.UtteranceEnd(), 3.0) == []
+    d(ev.Transcript("hello there", is_final=True), 3.2)
+    out = d(ev.UtteranceEnd(), 4.2)
+    assert of(out, cmd.StartCompletion)[0].messages[-1].content == "hello there"
+
+
+def test_each_sentence_goes_to_synthesis_as_soon_as_it_is_complete():
+    d = Drive()
+    d.greet()
+    d.say("Do you have a table?", 3.0)
+    assert d(ev.LlmText(2, "Yes, we"), 3.2) == []
+    out = d(ev.LlmText(2, " do. For how"), 3.3)
+    assert out == [cmd.Synthesize(2, 0, "Yes, we do.")]
+    assert d.state == "thinking"
+    out = d(ev.TtsAudio(2, 0, AUDIO), 3.4)
+    assert out == [cmd.PlayAudio(2, 0, AUDIO)]
+    assert d.state == "speaking"
+    out = d(ev.LlmText(2, " many people? "), 3.5)
+    assert out == [cmd.Synthesize(2, 1, "For how many people?")]
+    out = d(ev.TtsDone(2, 0), 3.5)
+    assert out[0] == cmd.Checkpoint("2.0")
+    out = d.voice(2, 1, 3.6)
+    assert of(out, cmd.Checkpoint) == [cmd.Checkpoint("2.1")]
+
+
+def test_audio_of_a_later_sentence_waits_for_the_earlier_one():
+    d = Drive()
+    d.greet()
+    d.say("hi", 3.0)
+    d(ev.LlmText(2, "One. Two. "), 3.1)
+    assert d(ev.TtsAudio(2, 1, b"2" * 80), 3.2) == []
+    assert d.state == "thinking"
+    out = d.voice(2, 0, 3.3, b"1" * 80)
+    assert [type(c).__name__ for c in out] == ["PlayAudio", "Checkpoint", "StartTimer", "PlayAudio"]
+    assert out[-1] == cmd.PlayAudio(2, 1, b"2" * 80)
+    out = d(ev.TtsDone(2, 1), 3.4)
+    assert out[0] == cmd.Checkpoint("2.1")
+
+
+def test_listening_resumes_when_the_last_sentence_was_heard_and_idle_counts_from_then():
+    d = Drive()
+    d.greet()
+    d.say("hi", 3.0)
+    d.reply(2, ["Hello.", "How are you?"], 3.1, heard=False)
+    assert d.state == "speaking"
+    d(ev.PlaybackMarked("2.0"), 4.0)
+    assert d.state == "speaking"
+    out = d(ev.PlaybackMarked("2.1"), 6.0)
+    assert d.state == "listening"
+    assert cmd.StartTimer("idle", 6.0 + d.core.config.idle_timeout) in out
+
+
+def test_a_missing_acknowledgement_falls_back_to_the_audio_duration():
+    d = Drive(ack_grace=0.5)
+    d(ev.CallStarted("c"), 0.0)
+    out = d.voice(1, 0, 1.0, b"\xff" * 8000)  # one second of audio sent at t=1
+    assert cmd.StartTimer("playout", 2.5) in out
+    out = d(ev.TimerFired("playout"), 2.5)
+    assert d.state == "listening"
+    assert cmd.StartTimer("idle", 2.5 + d.core.config.idle_timeout) in out
+
+
+def test_idle_reprompts_then_says_goodbye_and_hangs_up_only_after_it_was_heard():
+    d = Drive(idle_timeout=5.0, max_reprompts=1)
+    d.greet(t_heard=2.0)
+    out = d(ev.TimerFired("idle"), 7.0)
+    assert out == [cmd.Synthesize(2, 0, d.core.config.reprompt)]
+    d.voice(2, 0, 7.1)
+    d(ev.PlaybackMarked("2.0"), 8.0)
+    assert d.state == "listening"
+    out = d(ev.TimerFired("idle"), 13.0)
+    assert out == [cmd.Synthesize(3, 0, d.core.config.goodbye)]
+    out = d.voice(3, 0, 13.1)
+    assert not of(out, cmd.Hangup)
+    out = d(ev.PlaybackMarked("3.0"), 15.0)
+    assert of(out, cmd.Hangup) == [cmd.Hangup("agent")]
+    assert d.state == "ended"
+
+
+def speaking_two_sentences(**config):
+    """A reply of two sentences: the first heard, the second playing."""
+    d = Drive(**config)
+    d.greet()
+    d.say("What are your hours?", 3.0)
+    d(ev.LlmText(2, "We open at nine. We close at ten. And on"), 3.2)
+    d.voice(2, 0, 3.3)
+    d(ev.PlaybackMarked("2.0"), 3.5)
+    d.voice(2, 1, 3.6)
+    assert d.state == "speaking"
+    return d
+
+
+def test_barge_in_clears_audio_cancels_everything_and_keeps_only_what_was_heard():
+    d = speaking_two_sentences()
+    out = d(ev.SpeechStarted(at=4.0), 4.15)
+    assert d.state == "interrupted"
+    assert out[:3] == [cmd.ClearAudio(), cmd.CancelCompletion(2), cmd.CancelSynthesis(2)]
+    out = d.say("What about Sunday?", 5.0)
+    assert d.state == "thinking"
+    (start,) = of(out, cmd.StartCompletion)
+    assert [(m.role, m.content) for m in start.messages[-2:]] == [
+        ("assistant", "We open at nine."),
+        ("user", "What about Sunday?"),
+    ]
+
+
+def test_speech_shorter_than_the_minimum_does_not_interrupt():
+    d = speaking_two_sentences(barge_in_min_speech=0.3)
+    out = d(ev.SpeechStarted(at=4.0), 4.1)
+    assert out == [cmd.StartTimer("barge_in", 4.3)]
+    out = d(ev.SpeechStopped(at=4.2), 4.2)
+    assert out == [cmd.CancelTimer("barge_in")]
+    assert d.state == "speaking"
+
+
+def test_speech_that_lasts_the_minimum_interrupts_when_its_timer_fires():
+    d = speaking_two_sentences(barge_in_min_speech=0.3)
+    d(ev.SpeechStarted(at=4.0), 4.1)
+    out = d(ev.TimerFired("barge_in"), 4.3)
+    assert d.state == "interrupted"
+    assert out[0] == cmd.ClearAudio()
+
+
+def test_no_words_after_an_interruption_resumes_from_the_first_unheard_sentence():
+    d = speaking_two_sentences(false_interruption_timeout=1.0)
+    out = d(ev.SpeechStarted(at=4.0), 4.2)
+    assert cmd.StartTimer("false_interruption", 5.2) in out
+    d(ev.SpeechStopped(at=4.4), 4.4)
+    out = d(ev.TimerFired("false_interruption"), 5.2)
+    assert d.state == "speaking"
+    assert of(out, cmd.Synthesize) == [cmd.Synthesize(3, 0, "We close at ten.")]
+    d.voice(3, 0, 5.3)
+    d(ev.PlaybackMarked("3.0"), 6.0)
+    assert d.state == "listening"
+    out = d.say("thanks", 7.0)
+    assert of(out, cmd.StartCompletion)[0].messages[-2].content == (
+        "We open at nine. We close at ten."
+    )
+
+
+def test_backchannels_while_speaking_neither_interrupt_nor_make_a_turn():
+    d = speaking_two_sentences()
+    assert d(ev.Transcript("uh-huh", is_final=False), 4.0) == []
+    assert d(ev.Transcript("Uh-huh.", is_final=True, speech_final=True), 4.1) == []
+    assert d(ev.Transcript("okay right", is_final=True, speech_final=True), 4.2) == []
+    assert d.state == "speaking"
+    d(ev.PlaybackMarked("2.1"), 5.0)
+    d(ev.LlmText(2, " Sundays we rest."), 5.0)
+    d(ev.LlmDone(2), 5.1)
+    d.voice(2, 2, 5.2)
+    d(ev.PlaybackMarked("2.2"), 6.0)
+    out = d.say("Great", 7.0)
+    user_turns = [m.content for m in of(out, cmd.StartCompletion)[0].messages if m.role == "user"]
+    assert user_turns == ["What are your hours?", "Great"]
+
+
+def test_a_backchannel_after_a_quick_interruption_resumes_at_once():
+    d = speaking_two_sentences()
+    d(ev.SpeechStarted(at=4.0), 4.2)
+    out = d(ev.Transcript("mm-hm", is_final=True, speech_final=True), 4.6)
+    assert d.state == "speaking"
+    assert cmd.Synthesize(3, 0, "We close at ten.") in out
+
+
+def test_words_while_speaking_interrupt_even_without_a_vad_event():
+    d = speaking_two_sentences()
+    out = d(ev.Transcript("wait a second", is_final=False), 4.0)
+    assert d.state == "interrupted"
+    assert out[0] == cmd.ClearAudio()
+
+
+def test_caller_talking_on_while_thinking_cancels_and_joins_the_same_turn():
+    d = Drive()
+    d.greet()
+    d.say("I'd like a table", 3.0)
+    out = d(ev.SpeechStarted(at=3.3), 3.5)
+    assert d.state == "listening"
+    assert out[0] == cmd.CancelCompletion(2)
+    out = d.say("for four people", 4.5)
+    (start,) = of(out, cmd.StartCompletion)
+    assert start.turn == 3
+    assert start.messages[-1] == cmd.Message("user", "I'd like a table for four people")
+    assert [m.role for m in start.messages].count("user") == 1
+
+
+def test_a_new_final_while_thinking_restarts_the_completion_with_both_parts():
+    d = Drive()
+    d.greet()
+    d.say("Hi", 3.0)
+    out = d.say("I need a taxi", 3.4)
+    assert of(out, cmd.CancelCompletion) == [cmd.CancelCompletion(2)]
+    assert of(out, cmd.StartCompletion)[0].messages[-1].content == "Hi I need a taxi"
+    assert d.state == "thinking"
+
+
+def test_events_of_a_cancelled_turn_are_dropped():
+    d = speaking_two_sentences()
+    d(ev.SpeechStarted(at=4.0), 4.2)
+    assert d.core.step(ev.TtsAudio(2, 1, AUDIO), 4.3).dropped == "stale turn 2"
+    assert d(ev.LlmText(2, "more"), 4.3) == []
+    d.say("Sunday?", 5.0)
+    assert d(ev.TtsAudio(2, 2, AUDIO), 5.1) == []
+    assert not [c for t, c in d.log if isinstance(c, cmd.PlayAudio) and t > 4.2]
+
+
+def test_a_failed_completion_is_answered_with_the_apology_then_listening():
+    d = Drive()
+    d.greet()
+    d.say("hello", 3.0)
+    out = d(ev.LlmFailed(2, "timeout"), 13.0)
+    assert out == [cmd.Synthesize(2, 0, d.core.config.apology)]
+    d.voice(2, 0, 13.5)
+    d(ev.PlaybackMarked("2.0"), 15.0)
+    assert d.state == "listening"
+
+
+def test_failed_speech_is_answered_with_the_apology_in_a_new_turn():
+    d = Drive()
+    d.greet()
+    d.say("hello", 3.0)
+    d(ev.LlmText(2, "Hi there. "), 3.2)
+    out = d(ev.TtsFailed(2, 0, "500"), 3.4)
+    assert out[:2] == [cmd.CancelCompletion(2), cmd.CancelSynthesis(2)]
+    assert cmd.Synthesize(3, 0, d.core.config.apology) in out
+    assert d.state == "speaking"
+    d.voice(3, 0, 3.5)
+    d(ev.PlaybackMarked("3.0"), 5.0)
+    assert d.state == "listening"
+
+
+def test_a_failed_apology_gives_up_quietly_and_listens():
+    d = Drive()
+    d.greet()
+    d.say("hello", 3.0)
+    d(ev.LlmFailed(2, "500"), 3.2)
+    d(ev.TtsFailed(2, 0, "500"), 3.3)
+    assert d.state == "listening"
+
+
+def test_end_call_says_goodbye_then_hangs_up_after_it_was_heard():
+    d = Drive()
+    d.greet()
+    d.say("that's all, bye", 3.0)
+    d(ev.LlmToolCall(2, "end_call", "{}"), 3.2)
+    out = d(ev.LlmDone(2), 3.3)
+    assert out == [cmd.Synthesize(2, 0, d.core.config.goodbye)]
+    d.voice(2, 0, 3.4)
+    assert d(ev.SpeechStarted(at=3.5), 3.8) != [cmd.ClearAudio()]  # a farewell is not cut off
+    out = d(ev.PlaybackMarked("2.0"), 5.0)
+    assert out[-1] == cmd.Hangup("agent")
+    assert d.state == "ended"
+
+
+def test_transfer_call_transfers_after_the_reply_was_heard():
+    d = Drive()
+    d.greet()
+    d.say("a human please", 3.0)
+    d(ev.LlmText(2, "Connecting you now."), 3.1)
+    d(ev.LlmToolCall(2, "transfer_call", json.dumps({"to": "+15550100"})), 3.2)
+    d(ev.LlmDone(2), 3.2)
+    d.voice(2, 0, 3.3)
+    out = d(ev.PlaybackMarked("2.0"), 4.5)
+    assert out[-1] == cmd.Transfer("+15550100", reason="transfer_call")
+    assert d.state == "ended"
+
+
+def test_dtmf_digits_reach_the_model_as_a_user_message():
+    d = Drive(dtmf_gap=1.0)
+    d.greet()
+    d(ev.DtmfPressed("4"), 3.0)
+    out = d(ev.DtmfPressed("2"), 3.5)
+    assert cmd.StartTimer("dtmf", 4.5) in out
+    out = d(ev.TimerFired("dtmf"), 4.5)
+    assert of(out, cmd.StartCompletion)[0].messages[-1].content == (
+        "(The caller pressed the keys: 42)"
+    )
+
+
+def test_hash_sends_the_digits_at_once_and_dtmf_can_be_switched_off():
+    d = Drive()
+    d.greet()
+    d(ev.DtmfPressed("7"), 3.0)
+    out = d(ev.DtmfPressed("#"), 3.1)
+    assert cmd.StartTimer("dtmf", 3.1) in out
+    assert of(d(ev.TimerFired("dtmf"), 3.1), cmd.StartCompletion)
+    off = Drive(dtmf_to_llm=False)
+    off.greet()
+    assert off(ev.DtmfPressed("7"), 3.0) == []
+
+
+def test_the_call_length_limit_says_goodbye_and_hangs_up():
+    d = Drive(max_call_seconds=60)
+    d.greet()
+    d.say("tell me a long story", 58.0)
+    d(ev.LlmText(2, "Once upon a time. "), 58.5)
+    d.voice(2, 0, 58.6)
+    out = d(ev.TimerFired("call_limit"), 60.0)
+    assert out[0] == cmd.ClearAudio()
+    assert cmd.Synthesize(3, 0, d.core.config.goodbye) in out
+    d.voice(3, 0, 60.1)
+    out = d(ev.PlaybackMarked("3.0"), 62.0)
+    assert out[-1] == cmd.Hangup("agent")
+
+
+@pytest.mark.parametrize("state", ["greeting", "listening", "thinking", "speaking", "interrupted"])
+def test_call_ended_in_any_state_ends_and_nothing_follows(state):
+    d = speaking_two_sentences()
+    if state == "greeting":
+        d = Drive()
+        d(ev.CallStarted("c"), 0.0)
+    elif state == "listening":
+        d = Drive()
+        d.greet()
+    elif state == "thinking":
+        d = Drive()
+        d.greet()
+        d.say("hi", 3.0)
+    elif state == "interrupted":
+        d(ev.SpeechStarted(at=4.0), 4.2)
+    assert d.state == state
+    assert d(ev.CallEnded("socket closed"), 9.0) == []
+    assert d.state == "ended"
+    for later in [
+        ev.TtsAudio(2, 1, AUDIO),
+        ev.TimerFired("idle"),
+        ev.Transcript("hello", True, True),
+    ]:
+        assert d(later, 10.0) == []
+
+
+def test_a_stray_event_is_a_bug_the_machine_refuses():
+    d = Drive()
+    d.greet()
+    with pytest.raises(TransitionNotAllowed):
+        d.core.machine.send("llm_text", e=ev.LlmText(9, "x"), now=3.0)
