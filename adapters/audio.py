@@ -75,13 +75,13 @@ def ulaw_encode(pcm: np.ndarray) -> bytes:
     samples = np.asarray(pcm)
     if samples.dtype != np.int16:
         raise TypeError(f"ulaw_encode needs int16 samples, got {samples.dtype}")
-    return _ENCODE[samples.view(np.uint16)].tobytes()
+    return _ENCODE.take(samples.view(np.uint16)).tobytes()
 
 
 def ulaw_decode(data: bytes) -> np.ndarray:
     """Decode mu-law to int16. Code 0x7F (negative zero) decodes to 0, so
     re-encoding it gives 0xFF: the one code that does not round-trip."""
-    return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _DECODE.take(np.frombuffer(data, dtype=np.uint8))
 
 
 # --- helpers -----------------------------------------------------------------------------------
