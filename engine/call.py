@@ -92,7 +92,7 @@ class Call:
 
     def long_enough(self, e: Any, now: float) -> bool:
         at = getattr(e, "at", now)
-        return now - at >= self.config.barge_in_min_speech
+        return now - at >= self.config.barge_in_min_speech - 1e-9  # float slack
 
     def words(self, e: Any) -> bool:
         text = e.text.strip()

@@ -71,7 +71,7 @@ class AgentConfig:
     ack_grace: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self, retain_collection_types=False)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentConfig:

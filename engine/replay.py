@@ -1,0 +1,74 @@
+"""Replaying a call log through a fresh engine, and reporting the first divergence.
+
+Only events are fed; everything the engine produced (transitions, commands,
+drops) must come out again, identical in the log's canonical encoding.
+Notes and the footer are what the runner saw and are not compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from engine.calllog import LogError, decode_event, read_log, step_records
+from engine.config import AgentConfig
+from engine.core import CallCore
+
+_PRODUCED = {"transition", "command", "dropped"}
+
+
+@attrs.frozen
+class Divergence:
+    line: int  # line of the log where the expectation stood (or the event's, if it ran short)
+    expected: dict[str, Any] | None
+    got: dict[str, Any] | None
+
+
+@attrs.frozen
+class ReplayResult:
+    events: int
+    records: int
+    divergence: Divergence | None = None
+
+    @property
+    def identical(self) -> bool:
+        return self.divergence is None
+
+
+def replay(lines: Iterable[str]) -> ReplayResult:
+    """Replay a log given as lines; raises :class:`LogError` when it cannot be read."""
+    records = list(read_log(lines))
+    if not records:
+        raise LogError(1, "empty log")
+    header = records[0][1]
+    try:
+        config = AgentConfig.from_dict(header.get("config", {}))
+    except (TypeError, ValueError) as exc:
+        raise LogError(1, f"bad config in header: {exc}") from None
+    record_audio = bool(header.get("record_audio"))
+    core = CallCore(config)
+    expected = [(n, r) for n, r in records if r["kind"] in _PRODUCED or r["kind"] == "event"]
+    events = compared = 0
+    i = 0
+    while i < len(expected):
+        number, record = expected[i]
+        i += 1
+        if record["kind"] != "event":
+            return ReplayResult(events, compared, Divergence(number, record, None))
+        try:
+            event = decode_event(record)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise LogError(number, f"bad event fields: {exc}") from None
+        events += 1
+        got = step_records(record["t"], core.step(event, record["t"]), record_audio)
+        for produced in got:
+            if i >= len(expected) or expected[i][1]["kind"] == "event":
+                return ReplayResult(events, compared, Divergence(number, None, produced))
+            want_number, want = expected[i]
+            if want != produced:
+                return ReplayResult(events, compared, Divergence(want_number, want, produced))
+            compared += 1
+            i += 1
+    return ReplayResult(events, compared)

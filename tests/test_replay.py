@@ -1,0 +1,104 @@
+"""Golden call logs replay identically, and replay can tell when they do not."""
+
+import json
+import pathlib
+
+import pytest
+
+import replay as replay_cli
+from engine.calllog import LogError, read_log
+from engine.diagram import states_markdown
+from engine.replay import replay
+from fixtures import golden
+
+CALLS = sorted(pathlib.Path("fixtures/calls").glob("*.jsonl"))
+
+
+def test_there_is_a_golden_log_per_behaviour():
+    assert len(CALLS) >= 10
+    assert {p.stem for p in CALLS} == set(golden.SCENARIOS)
+
+
+@pytest.mark.parametrize("path", CALLS, ids=lambda p: p.stem)
+def test_golden_log_replays_identically(path):
+    result = replay(path.read_text().splitlines())
+    assert result.identical, result.divergence
+    assert result.events > 0 and result.records > 0
+
+
+@pytest.mark.parametrize("name", sorted(golden.SCENARIOS))
+def test_golden_log_is_what_the_engine_writes_today(name):
+    committed = (golden.CALLS / f"{name}.jsonl").read_text()
+    assert committed == golden.render(name), "run: uv run python -m fixtures.golden"
+
+
+def tamper(path, tmp_path, change):
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        if change(record):
+            lines[i] = json.dumps(record)
+            break
+    else:
+        raise AssertionError("nothing to tamper with")
+    out = tmp_path / path.name
+    out.write_text("\n".join(lines) + "\n")
+    return out, i + 1
+
+
+def test_a_tampered_command_is_reported_with_its_line(tmp_path, capsys):
+    def change(record):
+        if record.get("command") == "Synthesize":
+            record["text"] = "Something the engine never said."
+            return True
+        return False
+
+    path, line = tamper(pathlib.Path("fixtures/calls/streamed_reply.jsonl"), tmp_path, change)
+    result = replay(path.read_text().splitlines())
+    assert result.divergence.line == line
+    assert result.divergence.got["text"] != result.divergence.expected["text"]
+    assert replay_cli.main([str(path)]) == 1
+    assert f"DIVERGES at line {line}" in capsys.readouterr().out
+
+
+def test_a_tampered_event_time_changes_the_outcome(tmp_path):
+    def change(record):
+        if record.get("event") == "PlaybackMarked":
+            record["t"] += 100.0
+            return True
+        return False
+
+    path, _ = tamper(pathlib.Path("fixtures/calls/streamed_reply.jsonl"), tmp_path, change)
+    assert not replay(path.read_text().splitlines()).identical
+
+
+def test_an_unreadable_log_exits_2_and_names_the_line(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    good = CALLS[0].read_text().splitlines()
+    path.write_text("\n".join([good[0], good[1], "{not json"]) + "\n")
+    with pytest.raises(LogError) as info:
+        list(read_log(path.read_text().splitlines()))
+    assert info.value.line == 3
+    assert replay_cli.main([str(path)]) == 2
+    assert "line 3" in capsys.readouterr().err
+
+
+def test_replay_cli_summarises_identical_logs(capsys):
+    assert replay_cli.main([str(p) for p in CALLS]) == 0
+    assert capsys.readouterr().out.count("identical") == len(CALLS)
+
+
+def test_timeline_and_latency_views(capsys):
+    path = str(pathlib.Path("fixtures/calls/streamed_reply.jsonl"))
+    assert replay_cli.main([path, "--timeline", "--latency"]) == 0
+    out = capsys.readouterr().out
+    assert "caller: Do you have a table for two tonight?" in out
+    assert "agent:  Yes we do." in out
+    assert "voice-to-voice" in out
+
+
+def test_the_committed_state_diagram_is_current():
+    text = pathlib.Path("docs/states.md").read_text()
+    assert text == states_markdown(), "run: uv run voice-agent diagram"
+    for state in ["greeting", "listening", "thinking", "speaking", "interrupted", "ended"]:
+        assert f'state "{state.capitalize()}" as {state}' in text
