@@ -236,7 +236,7 @@ def resample(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """
     samples = np.asarray(pcm)
     if from_rate == to_rate:
-        return samples.astype(np.int16)
+        return _to_int16(samples)
     g = math.gcd(from_rate, to_rate)
     return _to_int16(resample_poly(samples.astype(np.float64), to_rate // g, from_rate // g))
 
