@@ -28,7 +28,8 @@ from engine.events import LlmDone, LlmFailed, LlmText, LlmToolCall
 DEFAULT_TIMEOUT = httpx2.Timeout(10, connect=3)
 
 
-def _env(name: str) -> Any:
+def env_default(name: str) -> Any:
+    """An attrs default read from the environment when the settings are made, not imported."""
     return attrs.Factory(lambda: os.environ.get(name))
 
 
@@ -46,8 +47,8 @@ class ChatSettings:
     max_completion_tokens: int | None = 300
     timeout: httpx2.Timeout = DEFAULT_TIMEOUT
     max_retries: int = attrs.field(default=1, validator=attrs.validators.in_((0, 1)))
-    base_url: str | None = _env("OPENAI_BASE_URL")
-    api_key: str | None = attrs.field(default=_env("OPENAI_API_KEY"), repr=False)
+    base_url: str | None = env_default("OPENAI_BASE_URL")
+    api_key: str | None = attrs.field(default=env_default("OPENAI_API_KEY"), repr=False)
     tools_module: str | None = None
     max_tool_rounds: int = 3
 

@@ -1,6 +1,6 @@
 """OpenAIChat against the loopback fake, through the real SDK and real sockets.
 
-Delays are virtual (``autojump_clock``), so a 10 s timeout costs nothing and
+Delays are virtual (a MockClock that autojumps), so a 10 s timeout costs nothing and
 the times asserted below are exact call times, not wall-clock guesses.
 """
 
@@ -18,7 +18,15 @@ from adapters.providers import CallLink
 from adapters.tools import Tool, load_tools, tool
 from engine.commands import Message
 from engine.events import LlmDone, LlmFailed, LlmText, LlmToolCall
-from fixtures.fake_openai import FakeOpenAI, Fault, Reply, ToolCall, chat_chunks, run_fake_openai
+from fixtures.fake_openai import (
+    FakeOpenAI,
+    Fault,
+    Reply,
+    ToolCall,
+    chat_chunks,
+    loopback_clock,
+    run_fake_openai,
+)
 
 CHAT = "/v1/chat/completions"
 MESSAGES = (
@@ -45,6 +53,11 @@ async def opening_hours() -> str:
     """When the shop is open."""
     await trio.sleep(0.5)
     return "9 to 5, Monday to Friday"
+
+
+@pytest.fixture
+def clock():
+    return loopback_clock()
 
 
 class Recorder:
@@ -83,7 +96,7 @@ def texts(events) -> str:
     return "".join(e.text for e in events if isinstance(e, LlmText))
 
 
-async def test_text_deltas_arrive_in_order_then_done(autojump_clock):
+async def test_text_deltas_arrive_in_order_then_done(clock):
     fake = FakeOpenAI(first_token_delay=0.4, token_delay=0.1)
     fake.replies.append(Reply("Your order shipped on Monday."))
     async with run_fake_openai(fake):
@@ -128,7 +141,7 @@ def test_fake_fragments_tool_calls_like_openai():
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
-async def test_fragmented_builtin_tool_call_becomes_one_event(autojump_clock):
+async def test_fragmented_builtin_tool_call_becomes_one_event(clock):
     fake = FakeOpenAI(token_delay=0.05)
     fake.replies.append(
         Reply(
@@ -149,7 +162,7 @@ async def test_fragmented_builtin_tool_call_becomes_one_event(autojump_clock):
     assert len(fake.bodies(CHAT)) == 1  # built-in tools go to the engine, not back to the model
 
 
-async def test_end_call_with_bad_arguments_still_reaches_the_engine(autojump_clock):
+async def test_end_call_with_bad_arguments_still_reaches_the_engine(clock):
     fake = FakeOpenAI()
     fake.replies.append(Reply("Bye!", (ToolCall("end_call", '{"reason": "do'),)))
     async with run_fake_openai(fake):
@@ -157,7 +170,7 @@ async def test_end_call_with_bad_arguments_still_reaches_the_engine(autojump_clo
     assert rec.events[-2:] == [LlmToolCall(1, "end_call", "{}", "call_1"), LlmDone(1)]
 
 
-async def test_user_tool_result_reaches_the_next_request(autojump_clock):
+async def test_user_tool_result_reaches_the_next_request(clock):
     fake = FakeOpenAI()
     fake.replies.extend(
         [
@@ -199,7 +212,7 @@ async def test_user_tool_result_reaches_the_next_request(autojump_clock):
     }
 
 
-async def test_tool_rounds_are_bounded(autojump_clock):
+async def test_tool_rounds_are_bounded(clock):
     fake = FakeOpenAI(script=lambda messages: Reply("", (ToolCall("opening_hours"),)))
     async with run_fake_openai(fake):
         rec = await run_turn(make_chat(fake, tools_module=__name__, max_tool_rounds=2))
@@ -237,7 +250,7 @@ def test_loader_refuses_builtin_names(tmp_path, monkeypatch):
         (Fault("stream_error", after_chunks=2), "stream_error"),
     ],
 )
-async def test_failures_become_llm_failed(autojump_clock, caplog, fault, reason):
+async def test_failures_become_llm_failed(clock, caplog, fault, reason):
     fake = FakeOpenAI()
     fake.replies.append(Reply("Sure, one two three four."))
     fake.chat_faults.append(fault)
@@ -248,7 +261,7 @@ async def test_failures_become_llm_failed(autojump_clock, caplog, fault, reason)
     assert f"failed: {reason}" in caplog.text
 
 
-async def test_hang_times_out_at_the_read_timeout(autojump_clock):
+async def test_hang_times_out_at_the_read_timeout(clock):
     fake = FakeOpenAI()
     fake.chat_faults.append(Fault("hang"))
     async with run_fake_openai(fake):
@@ -258,7 +271,7 @@ async def test_hang_times_out_at_the_read_timeout(autojump_clock):
     assert rec.times[0] - t0 == pytest.approx(2.0)
 
 
-async def test_one_retry_rides_over_a_429(autojump_clock):
+async def test_one_retry_rides_over_a_429(clock):
     fake = FakeOpenAI()
     fake.replies.append(Reply("Hello."))
     fake.chat_faults.append(Fault("rate_limit"))
@@ -268,7 +281,7 @@ async def test_one_retry_rides_over_a_429(autojump_clock):
     assert len(fake.bodies(CHAT)) == 2
 
 
-async def test_cancelling_mid_stream_stops_at_once(autojump_clock):
+async def test_cancelling_mid_stream_stops_at_once(clock):
     fake = FakeOpenAI(token_delay=1.0)
     fake.replies.append(Reply("one two three four five six"))
     async with run_fake_openai(fake):
