@@ -22,6 +22,7 @@ from engine import commands as cmd
 from engine import events as ev
 from engine.audio import AudioDigest, digest
 from engine.core import Step
+from engine.latency import LatencyTracker
 
 SCHEMA = 1
 
@@ -114,10 +115,12 @@ class CallLogWriter:
     def __init__(self, stream: IO[str], record_audio: bool = False) -> None:
         self.stream = stream
         self.record_audio = record_audio
+        self.latency = LatencyTracker()  # the footer's per-turn figures
 
     def write(self, record: dict[str, Any]) -> None:
         self.stream.write(dumps(record) + "\n")
         self.stream.flush()
+        self.latency.add(record)
 
     def header(self, **fields: Any) -> None:
         self.write({"kind": "header", "schema": SCHEMA, "record_audio": self.record_audio} | fields)

@@ -43,31 +43,48 @@ class TurnLatency:
         }
 
 
+class LatencyTracker:
+    """Follows log records as they are written; keeps only what the figures need."""
+
+    def __init__(self) -> None:
+        self._last_stop: float | None = None
+        self._turns: dict[int, dict[str, Any]] = {}
+
+    def add(self, r: dict[str, Any]) -> None:
+        kind, t = r.get("kind"), r.get("t", 0.0)
+        if kind == "event":
+            name = r["event"]
+            if name == "SpeechStopped":
+                self._last_stop = r["at"]
+            elif name in ("LlmText", "TtsAudio") and r["turn"] in self._turns:
+                key = "llm_first_text" if name == "LlmText" else "tts_first_audio"
+                self._turns[r["turn"]].setdefault(key, t)
+        elif kind == "command":
+            name = r["command"]
+            if name == "StartCompletion":
+                stop = self._last_stop
+                stopped = stop if stop is not None and stop <= t else t
+                self._turns[r["turn"]] = {"caller_stopped": stopped, "asked": t}
+            elif name == "PlayAudio" and r["turn"] in self._turns:
+                self._turns[r["turn"]].setdefault("first_audio", t)
+
+    def turns(self) -> list[TurnLatency]:
+        return [
+            TurnLatency(
+                turn=turn,
+                caller_stopped=d["caller_stopped"],
+                asked=d["asked"],
+                llm_first_text=d.get("llm_first_text"),
+                tts_first_audio=d.get("tts_first_audio"),
+                first_audio=d.get("first_audio"),
+            )
+            for turn, d in sorted(self._turns.items())
+        ]
+
+
 def turn_latencies(records: Iterable[dict[str, Any]]) -> list[TurnLatency]:
     """Latency of every turn the model was asked to answer."""
-    last_stop: float | None = None
-    turns: dict[int, dict[str, Any]] = {}
+    tracker = LatencyTracker()
     for r in records:
-        kind, t = r.get("kind"), r.get("t", 0.0)
-        if kind == "event" and r["event"] == "SpeechStopped":
-            last_stop = r["at"]
-        elif kind == "command" and r["command"] == "StartCompletion":
-            stopped = last_stop if last_stop is not None and last_stop <= t else t
-            turns[r["turn"]] = {"caller_stopped": stopped, "asked": t}
-        elif kind == "event" and r["event"] in ("LlmText", "TtsAudio"):
-            key = "llm_first_text" if r["event"] == "LlmText" else "tts_first_audio"
-            if r["turn"] in turns:
-                turns[r["turn"]].setdefault(key, t)
-        elif kind == "command" and r["command"] == "PlayAudio" and r["turn"] in turns:
-            turns[r["turn"]].setdefault("first_audio", t)
-    return [
-        TurnLatency(
-            turn=turn,
-            caller_stopped=d["caller_stopped"],
-            asked=d["asked"],
-            llm_first_text=d.get("llm_first_text"),
-            tts_first_audio=d.get("tts_first_audio"),
-            first_audio=d.get("first_audio"),
-        )
-        for turn, d in sorted(turns.items())
-    ]
+        tracker.add(r)
+    return tracker.turns()

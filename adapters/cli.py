@@ -1,0 +1,180 @@
+"""``voice-agent``: serve calls, place a call, simulate a caller, run the offline demo, draw the states."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import attrs
+import trio
+
+log = logging.getLogger("voice_agent")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def build_app(settings):
+    """The app for these settings, with the providers they choose."""
+    from adapters.server import create_app
+    from adapters.settings import load_agent_file
+    from adapters.wiring import build_providers, describe
+
+    config, extra = load_agent_file(settings.agent_file)
+    providers, config = build_providers(settings, config, extra)
+    log.info(describe(providers))
+    return create_app(settings, config, providers)
+
+
+async def serve_app(
+    app, host: str, port: int, *, shutdown: trio.Event, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set, draining live calls first."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    hub = app.hub
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.graceful_timeout = 5.0
+    config.accesslog = None
+
+    async def drained() -> None:
+        await shutdown.wait()
+        hub.draining = True
+        if hub.live:
+            log.info("draining: waiting for %d live call(s)", len(hub.live))
+            with trio.move_on_after(hub.settings.drain_timeout):
+                await hub.idle.wait()
+            for session in list(hub.live.values()):
+                session.end_from_outside("server shutdown")
+            with trio.move_on_after(3):
+                await hub.idle.wait()
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve(
+                app, config, shutdown_trigger=drained, task_status=task_status
+            )
+        )
+        task_status.started(binds)
+
+
+async def _serve_main(args) -> int:
+    from adapters.settings import ServerSettings
+
+    overrides = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = ServerSettings.from_env(**overrides)
+    if "PUBLIC_URL" not in os.environ:
+        settings = attrs.evolve(settings, public_url=f"http://{settings.host}:{settings.port}")
+    app = build_app(settings)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve_app(
+                app, settings.host, settings.port, shutdown=shutdown, task_status=task_status
+            )
+        )
+        log.info("serving on %s; answer URL %s/answer", ", ".join(binds), settings.public_url)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                log.info(
+                    "shutting down: no new calls; live calls get %.0f s", settings.drain_timeout
+                )
+                shutdown.set()
+                break
+    return 0
+
+
+async def _call_main(args) -> int:
+    from adapters.settings import ServerSettings
+    from adapters.vobiz_rest import VobizApiError, VobizRest
+
+    rest = VobizRest.from_env()
+    if rest is None:
+        print("voice-agent call: set VOBIZ_AUTH_ID and VOBIZ_AUTH_TOKEN first", file=sys.stderr)
+        return 2
+    settings = ServerSettings.from_env()
+    if "PUBLIC_URL" not in os.environ:
+        print(
+            "voice-agent call: set PUBLIC_URL to this server's public https address",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        async with rest:
+            call_id = await rest.make_call(
+                args.from_,
+                args.to,
+                f"{settings.public_url}/answer",
+                f"{settings.public_url}/hangup",
+            )
+    except VobizApiError as exc:
+        print(f"voice-agent call: {exc}", file=sys.stderr)
+        return 1
+    print(call_id)
+    return 0
+
+
+def _diagram(args) -> int:
+    from engine.diagram import states_markdown
+
+    path = Path(args.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(states_markdown())
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="answer Vobiz calls (webhooks + media WebSocket)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+
+    p = sub.add_parser("call", help="place an outbound call through the Vobiz REST API")
+    p.add_argument("to")
+    p.add_argument("--from", dest="from_", required=True)
+
+    p = sub.add_parser("diagram", help="write the call state diagram (Mermaid)")
+    p.add_argument("path", nargs="?", default="docs/states.md")
+
+    p = sub.add_parser("simulate", help="call a server as a simulated Vobiz caller")
+    p.add_argument("--url", default=None, help="server base URL (default: start one locally)")
+    p.add_argument("--wav", default=None, help="where to write the call's stereo WAV")
+
+    p = sub.add_parser("demo", help="an offline call: server, simulated caller, replay")
+    p.add_argument("--wav", default=None)
+
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.command == "diagram":
+        return _diagram(args)
+    if args.command == "serve":
+        return trio.run(_serve_main, args)
+    if args.command == "call":
+        return trio.run(_call_main, args)
+    from adapters import demo
+
+    if args.command == "simulate":
+        return trio.run(demo.simulate_main, args)
+    return trio.run(demo.demo_main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

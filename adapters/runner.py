@@ -1,0 +1,358 @@
+"""One call, run as one trio nursery: the receive task, the providers, the timers and the engine.
+
+Everything that happens to the call becomes an engine event on **one**
+memory channel, so the call log is the true order of things. The receive
+task does nothing but translate and forward (quart-trio buffers only about
+ten inbound messages, so slow work must never run there): caller audio goes
+straight to the recognizer's own bounded channel, never through the engine.
+Each completion, synthesis and timer runs in a cancel scope of its own, so
+the engine's Cancel* commands take effect at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from adapters import vobiz
+from adapters.audio import Framer, InboundConverter, OutboundConverter
+from adapters.providers import CallLink, LanguageModel, SpeechToText, TextToSpeech
+from engine import commands as cmd
+from engine import events as ev
+from engine.calllog import CallLogWriter, LoggedCall
+from engine.config import AgentConfig
+from engine.core import CallCore
+
+logger = logging.getLogger("voice_agent.call")
+
+#: Caller audio waiting for the recognizer: 5 s of 20 ms frames, then frames are dropped.
+STT_BUFFER_FRAMES = 250
+#: Events waiting for the engine (the engine handles one in tens of microseconds).
+EVENT_BUFFER = 1000
+#: Syntheses allowed to run ahead of playback.
+TTS_LOOKAHEAD = 2
+
+
+class CallLogger(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[call {self.extra['call_id']}] {msg}", kwargs
+
+
+@attrs.frozen
+class Providers:
+    """What a call talks to; ``stt`` is a factory because a recognizer holds per-call state."""
+
+    stt: Callable[[], SpeechToText]
+    llm: LanguageModel
+    tts: TextToSpeech
+    names: dict[str, str] = attrs.field(factory=dict)
+
+
+class Transport:
+    """The media socket as the runner needs it; quart-trio and test clients both fit."""
+
+    async def receive(self) -> str | bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def send(self, text: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@attrs.define
+class CallOptions:
+    config: AgentConfig
+    providers: Providers
+    log_dir: Path
+    record_audio: bool = False
+    max_protocol_errors: int = 20
+    max_frame_bytes: int = 64_000
+    on_hangup: Callable[[str], Awaitable[None]] | None = None  # REST hang-up, where configured
+    on_transfer: Callable[[str, str], Awaitable[None]] | None = None
+    versions: dict[str, str] = attrs.field(factory=dict)
+
+
+def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in call_id)[:80]
+    return log_dir / f"{wall:%Y%m%dT%H%M%S}_{safe}.jsonl"
+
+
+class CallSession:
+    """A live call from the media stream's ``start`` to the footer of its log."""
+
+    def __init__(self, start: vobiz.Start, options: CallOptions, caller: str = "", callee: str = ""):
+        self.start = start
+        self.options = options
+        self.call_id = start.call_id
+        self.log = CallLogger(logger, {"call_id": self.call_id})
+        self.events_tx, self.events_rx = trio.open_memory_channel[ev.Event](EVENT_BUFFER)
+        self.audio_tx, self.audio_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
+        self.inbound = InboundConverter(start.encoding, start.sample_rate)
+        self.outbound = OutboundConverter(start.encoding, start.sample_rate)
+        self.framer = Framer()
+        self.core = CallCore(options.config)
+        wall = datetime.datetime.now(datetime.UTC)
+        options.log_dir.mkdir(parents=True, exist_ok=True)
+        self.path = log_path(options.log_dir, self.call_id, wall)
+        self._file = self.path.open("w", encoding="utf-8")
+        self.writer = CallLogWriter(self._file, options.record_audio)
+        self.writer.header(
+            call_id=self.call_id,
+            stream_id=start.stream_id,
+            caller=caller,
+            callee=callee,
+            started_at=wall.isoformat(),
+            media_format={"encoding": start.encoding, "sample_rate": start.sample_rate},
+            providers=options.providers.names,
+            config=options.config.to_dict(),
+            versions=options.versions,
+        )
+        self.engine = LoggedCall(self.core, self.writer)
+        self.t0 = trio.current_time()
+        self.end_reason = "unknown"
+        self.dropped_audio = 0
+        self.protocol_errors: Counter[str] = Counter()
+        self._llm: dict[int, trio.CancelScope] = {}
+        self._tts: dict[int, list[trio.CancelScope]] = defaultdict(list)
+        self._timers: dict[str, trio.CancelScope] = {}
+        self._tts_slots = trio.Semaphore(TTS_LOOKAHEAD)
+        self._nursery: trio.Nursery | None = None
+        self._transport: Transport | None = None
+        self.link = CallLink(self.call_id, self._emit, self.now, self.log)
+
+    # -- time and events -------------------------------------------------------------
+    def now(self) -> float:
+        """Call time, to the microsecond (the log and the engine see the same number)."""
+        return round(trio.current_time() - self.t0, 6)
+
+    async def _emit(self, event: ev.Event) -> None:
+        await self.events_tx.send(event)
+
+    def end_from_outside(self, reason: str) -> None:
+        """The platform says the call is over (hang-up webhook, drain): end it now."""
+        try:
+            self.events_tx.send_nowait(ev.CallEnded(reason))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            if self._nursery is not None:
+                self.end_reason = reason
+                self._nursery.cancel_scope.cancel()
+
+    def note(self, what: str, **fields: Any) -> None:
+        self.writer.note(self.now(), what, **fields)
+
+    # -- the call --------------------------------------------------------------------
+    async def run(self, transport: Transport) -> None:
+        """Run the call until it ends; the log always gets its footer."""
+        self._transport = transport
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._receive, transport)
+                nursery.start_soon(self._run_stt)
+                await self.events_tx.send(
+                    ev.CallStarted(self.call_id, self.start.stream_id)
+                )
+                await self._engine_loop()
+                nursery.cancel_scope.cancel()
+        except Exception as exc:  # one failing call never takes the server down
+            self.end_reason = f"error: {exc!r}"
+            self.log.exception("call failed")
+        finally:
+            with trio.move_on_after(2, shield=True):
+                self._finish()
+
+    async def _engine_loop(self) -> None:
+        async for event in self.events_rx:
+            if isinstance(event, ev.CallEnded):
+                self.end_reason = event.reason
+            for command in self.engine.handle(event, self.now()):
+                await self._dispatch(command)
+            if self.core.ended:
+                return
+
+    def _finish(self) -> None:
+        self.writer.footer(
+            self.now(),
+            reason=self.end_reason,
+            duration=self.now(),
+            final_state=self.core.state,
+            dropped_audio_frames=self.dropped_audio,
+            protocol_errors=dict(self.protocol_errors),
+            turns=[t.as_dict() for t in self.writer.latency.turns()],
+        )
+        self._file.close()
+        self.log.info("ended (%s); log %s", self.end_reason, self.path)
+
+    # -- inbound: translate and forward, nothing else ----------------------------------------
+    async def _receive(self, transport: Transport) -> None:
+        seen_unknown: set[str] = set()
+        while True:
+            try:
+                frame = await transport.receive()
+            except Exception:  # the socket closed: the normal end of a Vobiz call
+                await self.events_tx.send(ev.CallEnded("socket closed"))
+                return
+            try:
+                message = vobiz.parse(
+                    frame,
+                    self.options.max_frame_bytes,
+                    encoding=self.start.encoding,
+                    sample_rate=self.start.sample_rate,
+                )
+            except vobiz.ProtocolError as exc:
+                if await self._protocol_error(exc, seen_unknown):
+                    return
+                continue
+            event = self._translate(message)
+            if event is not None:
+                await self.events_tx.send(event)
+                if isinstance(event, ev.CallEnded):
+                    return
+
+    def _translate(self, message: vobiz.Inbound) -> ev.Event | None:
+        if isinstance(message, vobiz.Media):
+            try:
+                self.audio_tx.send_nowait(self.inbound.to_ulaw8k(message.payload))
+            except trio.WouldBlock:
+                self.dropped_audio += 1
+            return None
+        if isinstance(message, vobiz.PlayedStream):
+            return ev.PlaybackMarked(message.name)
+        if isinstance(message, vobiz.ClearedAudio):
+            return ev.PlaybackCleared()
+        if isinstance(message, vobiz.Dtmf):
+            return ev.DtmfPressed(message.digit)
+        if isinstance(message, vobiz.Stop):
+            return ev.CallEnded("stop")
+        # A second start: Vobiz reconnected the stream; keep one conversation going.
+        self.note("start_again", stream_id=message.stream_id)
+        return None
+
+    async def _protocol_error(self, exc: vobiz.ProtocolError, seen: set[str]) -> bool:
+        """Log a bad frame; True when there have been too many and the call must end."""
+        self.protocol_errors[exc.kind] += 1
+        if exc.kind == "unknown_event":
+            if exc.detail not in seen:
+                seen.add(exc.detail)
+                self.log.warning("unknown event %r ignored (logged once)", exc.detail)
+                self.note("protocol_error", kind=exc.kind, detail=exc.detail)
+        else:
+            self.log.warning("bad frame: %s: %s", exc.kind, exc.detail[:200])
+            self.note("protocol_error", kind=exc.kind, detail=exc.detail[:200])
+        if sum(self.protocol_errors.values()) >= self.options.max_protocol_errors:
+            await self.events_tx.send(ev.CallEnded("too many protocol errors"))
+            return True
+        return False
+
+    # -- providers ---------------------------------------------------------------------
+    async def _run_stt(self) -> None:
+        try:
+            await self.options.providers.stt().run(self.audio_rx, self.link)
+        except Exception as exc:
+            self.log.exception("speech recognition failed; the call goes on without it")
+            self.note("stt_failed", reason=repr(exc))
+
+    async def _run_llm(self, turn: int, messages: tuple, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                await self.options.providers.llm.complete(turn, messages, self.link)
+            except Exception as exc:
+                self.log.exception("completion %d failed", turn)
+                await self._emit(ev.LlmFailed(turn, f"error: {exc!r}"[:200]))
+        self._llm.pop(turn, None)
+
+    async def _run_tts(self, turn: int, seq: int, text: str, scope: trio.CancelScope) -> None:
+        with scope:
+            async with self._tts_slots:
+                try:
+                    await self.options.providers.tts.synthesize(turn, seq, text, self.link)
+                except Exception as exc:
+                    self.log.exception("synthesis %d.%d failed", turn, seq)
+                    await self._emit(ev.TtsFailed(turn, seq, f"error: {exc!r}"[:200]))
+
+    async def _run_timer(self, name: str, at: float, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_until(self.t0 + at)
+            await self._emit(ev.TimerFired(name))
+
+    # -- outbound: commands to the world -------------------------------------------------
+    async def _send(self, text: str) -> None:
+        assert self._transport is not None
+        try:
+            await self._transport.send(text)
+        except Exception as exc:
+            self.log.info("send failed (socket gone?): %r", exc)
+
+    async def _play(self, frame: bytes) -> None:
+        payload = self.outbound.from_ulaw8k(frame)
+        await self._send(vobiz.play_audio(payload, self.start.encoding, self.start.sample_rate))
+
+    async def _dispatch(self, command: Any) -> None:
+        nursery = self._nursery
+        assert nursery is not None
+        stream_id = self.start.stream_id
+        match command:
+            case cmd.PlayAudio(audio=audio):
+                for frame in self.framer.push(bytes(audio)):
+                    await self._play(frame)
+            case cmd.Checkpoint(name=name):
+                tail = self.framer.flush()
+                if tail:
+                    await self._play(tail)
+                await self._send(vobiz.checkpoint(stream_id, name))
+            case cmd.ClearAudio():
+                self.framer.reset()
+                self.outbound.reset()
+                await self._send(vobiz.clear_audio(stream_id))
+            case cmd.StartCompletion(turn=turn, messages=messages):
+                scope = trio.CancelScope()
+                self._llm[turn] = scope
+                nursery.start_soon(self._run_llm, turn, messages, scope)
+            case cmd.CancelCompletion(turn=turn):
+                if (scope := self._llm.pop(turn, None)) is not None:
+                    scope.cancel()
+            case cmd.Synthesize(turn=turn, seq=seq, text=text):
+                scope = trio.CancelScope()
+                self._tts[turn].append(scope)
+                nursery.start_soon(self._run_tts, turn, seq, text, scope)
+            case cmd.CancelSynthesis(turn=turn):
+                for scope in self._tts.pop(turn, []):
+                    scope.cancel()
+            case cmd.StartTimer(name=name, at=at):
+                if (old := self._timers.pop(name, None)) is not None:
+                    old.cancel()
+                scope = self._timers[name] = trio.CancelScope()
+                nursery.start_soon(self._run_timer, name, at, scope)
+            case cmd.CancelTimer(name=name):
+                if (scope := self._timers.pop(name, None)) is not None:
+                    scope.cancel()
+            case cmd.Hangup(reason=reason):
+                self.end_reason = f"hangup ({reason})"
+                await self._send(vobiz.stop(stream_id))
+                if self.options.on_hangup is not None:
+                    await self._best_effort("rest_hangup", self.options.on_hangup(self.call_id))
+            case cmd.Transfer(to=to):
+                self.end_reason = f"transfer to {to}"
+                if self.options.on_transfer is not None:
+                    await self._best_effort("rest_transfer", self.options.on_transfer(self.call_id, to))
+                else:
+                    self.note("transfer_unavailable", to=to)
+                    await self._send(vobiz.stop(stream_id))
+
+    async def _best_effort(self, what: str, action: Awaitable[None]) -> None:
+        """REST calls never raise into the call; their failures are logged."""
+        with trio.move_on_after(5, shield=True) as scope:
+            try:
+                await action
+                self.note(what, ok=True)
+            except Exception as exc:
+                self.log.warning("%s failed: %s", what, exc)
+                self.note(what, ok=False, error=str(exc)[:200])
+        if scope.cancelled_caught:
+            self.note(what, ok=False, error="timeout")

@@ -1,0 +1,227 @@
+"""The quart-trio app: Vobiz webhooks and the media WebSocket, served by hypercorn's trio worker.
+
+``uv run voice-agent serve`` runs it; so does ``uv run hypercorn -k trio adapters.server:app``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from xml.sax.saxutils import escape
+
+import attrs
+import trio
+from quart import Response, request, websocket
+from quart_trio import QuartTrio
+
+from adapters import signature, vobiz
+from adapters.runner import CallOptions, CallSession, Providers, Transport
+from adapters.settings import ServerSettings
+from adapters.tokens import StreamTokens, TokenError
+from adapters.vobiz_rest import VobizRest
+from engine.config import AgentConfig
+
+log = logging.getLogger("voice_agent.server")
+
+#: Frames accepted before ``start`` before the socket is refused (media may race ahead of it).
+MAX_FRAMES_BEFORE_START = 50
+START_TIMEOUT = 10.0
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("vobiz-voice-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class QuartTransport(Transport):
+    async def receive(self) -> str | bytes:
+        return await websocket.receive()
+
+    async def send(self, text: str) -> None:
+        await websocket.send(text)
+
+
+@attrs.define
+class CallHub:
+    """The server's live calls, and whether it still takes new ones."""
+
+    settings: ServerSettings
+    config: AgentConfig
+    providers: Providers
+    tokens: StreamTokens
+    rest: VobizRest | None = None
+    live: dict[str, CallSession] = attrs.field(factory=dict)
+    answered: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    finished: list = attrs.field(factory=list)  # log paths of ended calls, newest last
+    draining: bool = False
+    idle: trio.Event = attrs.field(factory=trio.Event)
+
+    def options(self) -> CallOptions:
+        rest = self.rest
+        return CallOptions(
+            config=self.config,
+            providers=self.providers,
+            log_dir=self.settings.call_log_dir,
+            record_audio=self.settings.record_audio,
+            on_hangup=rest.hangup if rest is not None else None,
+            on_transfer=(
+                (lambda call_id, to: rest.transfer(call_id, self._transfer_url(to)))
+                if rest is not None
+                else None
+            ),
+            versions={"vobiz-voice-agent": version(), "trio": trio.__version__},
+        )
+
+    def _transfer_url(self, to: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self.settings.public_url}/transfer?to={quote(to)}"
+
+
+def create_app(settings: ServerSettings, config: AgentConfig, providers: Providers) -> QuartTrio:
+    """Build the app; ``app.hub`` holds its live calls (tests and the CLI look there)."""
+    tokens = StreamTokens.from_env(settings.stream_secret)
+    if tokens.ephemeral:
+        log.warning(
+            "STREAM_SECRET is not set: using a random per-process secret. "
+            "Set a shared STREAM_SECRET when running more than one process."
+        )
+    rest = VobizRest.from_env() if settings.vobiz_auth_id else None
+    hub = CallHub(settings, config, providers, tokens, rest)
+    hub.idle.set()
+    app = QuartTrio("voice_agent")
+    app.hub = hub  # type: ignore[attr-defined]
+
+    async def signed() -> bool:
+        settings = hub.settings
+        if not settings.validate_signatures:
+            return True
+        form = await request.form
+        params = {k: v for k, v in form.items()}
+        ok = signature.validate(
+            request.method, request.url, params, request.headers, settings.vobiz_auth_token or ""
+        )
+        if not ok:
+            log.warning("refused %s: bad or missing webhook signature", request.path)
+        return ok
+
+    @app.post("/answer")
+    async def answer() -> Response:
+        if not await signed():
+            return Response("bad signature", status=403)
+        settings = hub.settings
+        form = await request.form
+        call_id = form.get("CallUUID", "")
+        if not call_id:
+            return Response("CallUUID is required", status=400)
+        if hub.draining or len(hub.live) >= settings.max_calls:
+            log.warning("[call %s] refused: %s", call_id, "draining" if hub.draining else "full")
+            xml = vobiz.busy_xml("Sorry, all our lines are busy. Please call again later.")
+            return Response(xml, content_type="application/xml")
+        hub.answered[call_id] = {"caller": form.get("From", ""), "callee": form.get("To", "")}
+        token = tokens.issue(call_id, time.time(), settings.token_ttl)
+        xml = vobiz.answer_xml(
+            f"{settings.ws_base}/ws?token={token}",
+            f"{settings.public_url}/stream-status",
+        )
+        return Response(xml, content_type="application/xml")
+
+    @app.post("/hangup")
+    async def hangup() -> Response:
+        if not await signed():
+            return Response("bad signature", status=403)
+        form = await request.form
+        call_id = form.get("CallUUID", "")
+        session = hub.live.get(call_id)
+        fields = {k: form.get(k, "") for k in ("Event", "HangupCause", "Duration")}
+        if session is not None:
+            session.note("hangup_webhook", **fields)
+            session.end_from_outside("hangup webhook")
+        else:
+            log.info("[call %s] hangup webhook for a call not live here: %s", call_id, fields)
+        hub.answered.pop(call_id, None)
+        return Response("", status=200)
+
+    @app.post("/stream-status")
+    async def stream_status() -> Response:
+        if not await signed():
+            return Response("bad signature", status=403)
+        form = await request.form
+        call_id = form.get("CallUUID", "")
+        fields = {k: v for k, v in form.items() if k in ("Event", "Name", "StreamID", "ServiceURL")}
+        session = hub.live.get(call_id)
+        if session is not None:
+            session.note("stream_status", **fields)
+        else:
+            log.info("[call %s] stream status: %s", call_id, fields)
+        return Response("", status=200)
+
+    @app.route("/transfer", methods=["GET", "POST"])
+    async def transfer() -> Response:
+        to = escape(request.args.get("to", ""))
+        xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Dial><Number>{to}</Number></Dial></Response>'
+        return Response(xml, content_type="application/xml")
+
+    @app.get("/health")
+    async def health() -> Response:
+        body = {
+            "status": "draining" if hub.draining else "ok",
+            "active_calls": len(hub.live),
+            "version": version(),
+        }
+        return Response(
+            __import__("json").dumps(body),
+            status=503 if hub.draining else 200,
+            content_type="application/json",
+        )
+
+    @app.websocket("/ws")
+    async def media() -> Response | None:
+        try:
+            call_id = tokens.verify(websocket.args.get("token"), time.time())
+        except TokenError as exc:
+            log.warning("refused media socket: token %s", exc.reason)
+            return Response("forbidden", status=403)
+        await websocket.accept()
+        start = await _await_start(call_id)
+        if start is None:
+            return None
+        info = hub.answered.pop(call_id, {})
+        session = CallSession(start, hub.options(), info.get("caller", ""), info.get("callee", ""))
+        hub.live[call_id] = session
+        hub.idle = trio.Event()
+        try:
+            await session.run(QuartTransport())
+        finally:
+            hub.live.pop(call_id, None)
+            hub.finished.append(session.path)
+            if not hub.live:
+                hub.idle.set()
+        return None
+
+    return app
+
+
+async def _await_start(call_id: str) -> vobiz.Start | None:
+    """Read until the stream's ``start``; media racing ahead of it is dropped."""
+    with trio.move_on_after(START_TIMEOUT):
+        for _ in range(MAX_FRAMES_BEFORE_START):
+            frame = await websocket.receive()
+            try:
+                message = vobiz.parse(frame)
+            except vobiz.ProtocolError as exc:
+                log.warning("[call %s] bad frame before start: %s", call_id, exc.kind)
+                continue
+            if isinstance(message, vobiz.Start):
+                if message.call_id != call_id:
+                    log.warning("[call %s] refused: start names call %s", call_id, message.call_id)
+                    await websocket.close(1008)
+                    return None
+                return message
+            log.warning("[call %s] %s before start dropped", call_id, type(message).__name__)
+    log.warning("[call %s] no start event: closing", call_id)
+    await websocket.close(1008)
+    return None
