@@ -155,10 +155,11 @@ async def open_socket(
             try:
                 yield ws
             finally:
-                with trio.move_on_after(1) as scope:
-                    scope.shield = True
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
+                try:  # a polite close, unless we are being cancelled: then just drop
+                    with trio.move_on_after(1):
+                        await ws.aclose()
+                finally:
+                    nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise _sole_error(group) from None
     finally:
