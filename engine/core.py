@@ -10,6 +10,7 @@ call log replayable.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import attrs
@@ -61,22 +62,59 @@ _TTS_EVENTS = (ev.TtsAudio, ev.TtsDone, ev.TtsFailed)
 _SPEAKING_STATES = frozenset({"greeting", "thinking", "speaking"})
 
 
+def _internal_shortcuts() -> dict[tuple[str, str], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """Compile the machine's unconditional self-transitions into direct action calls.
+
+    A python-statemachine ``send`` costs ~100 µs, most of it spent selecting
+    among transitions; audio chunks and text deltas arrive by the dozen per
+    second and, in the states where they are frequent, their first declared
+    transition is an unguarded internal one. For those (state, event) pairs
+    the machine would always pick that transition, so the core runs its
+    actions directly. The table is derived from the declaration, so the
+    machine stays the one place that says what happens.
+    """
+    table = {}
+    for state in CallMachine.states:
+        seen: set[str] = set()
+        for transition in state.transitions:
+            for event in transition.events:
+                if event in seen:
+                    continue
+                seen.add(event)
+                guarded = any(not spec.is_convention for spec in transition.cond)
+                if transition.internal and transition.is_self and not guarded:
+                    actions = tuple(
+                        (
+                            spec.func,
+                            tuple(inspect.signature(getattr(Call, spec.func)).parameters)[1:],
+                        )
+                        for spec in transition.on
+                        if not spec.is_convention
+                    )
+                    table[(state.id, str(event))] = actions
+    return table
+
+
+_SHORTCUTS = _internal_shortcuts()
+
+
 class CallCore:
     """One call's conversation, driven one event at a time."""
 
-    def __init__(self, config: AgentConfig | None = None) -> None:
+    def __init__(self, config: AgentConfig | None = None, *, shortcuts: bool = True) -> None:
         self.config = config or AgentConfig()
         self.call = Call(self.config)
         self._transitions: list[Transition] = []
         self.machine = CallMachine(model=self.call, listeners=[self])
+        self._shortcuts = _SHORTCUTS if shortcuts else {}
 
     @property
     def state(self) -> str:
-        return self.machine.current_state_value
+        return self.call.state  # the machine keeps its state on its model
 
     @property
     def ended(self) -> bool:
-        return self.machine.is_terminated
+        return self.call.state == "ended"
 
     def handle(self, event: ev.Event, now: float) -> list[Any]:
         """Feed one event that happened at call time ``now``; return the commands it causes."""
@@ -90,7 +128,13 @@ class CallCore:
         if dropped:
             return Step(dropped=dropped)
         self._transitions.clear()
-        self.machine.send(name, e=event, now=now)
+        actions = self._shortcuts.get((self.state, name))
+        if actions is not None:
+            args = {"e": event, "now": now}
+            for action, params in actions:
+                getattr(self.call, action)(**{p: args[p] for p in params})
+        else:
+            self.machine.send(name, e=event, now=now)
         if self._speech_complete():
             self.machine.send("speech_heard", e=event, now=now)
         commands, self.call.outbox = tuple(self.call.outbox), []

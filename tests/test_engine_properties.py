@@ -95,3 +95,14 @@ def test_the_engine_imports_no_io():
                 continue
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path} imports {name}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(events, st.floats(0, 2)), max_size=60))
+def test_the_compiled_shortcuts_behave_exactly_like_the_machine(sequence):
+    fast, slow = CallCore(), CallCore(shortcuts=False)
+    now = 0.0
+    for event, gap in sequence:
+        now += gap
+        assert fast.step(event, now) == slow.step(event, now)
+        assert fast.state == slow.state
