@@ -80,6 +80,8 @@ async def test_demo_conversation() -> None:
     [
         (["i would like to book a tabel"], REPLIES["book"][0]),
         (["can i make a reservations"], REPLIES["book"][0]),
+        (["can i get a tabel"], REPLIES["book"][0]),
+        (["tables"], REPLIES["book"][0]),
         (["book a table", "for for people"], "Great, a table for four. What day and time would you like?"),
         (["book a table", "four"], "Great, a table for four. What day and time would you like?"),
         (["tomorrow at seven"], "Lovely, that's booked for tomorrow at seven. Is there anything else I can help with?"),
