@@ -62,8 +62,8 @@ class OpenAISpeech:
         encoder = PhoneEncoder()
         started = link.now()
         first: float | None = None
-        speech = self._client.get().audio.speech.with_streaming_response
         try:
+            speech = self._client.get().audio.speech.with_streaming_response
             async with speech.create(
                 model=s.model, voice=s.voice, input=text, response_format="pcm", **options
             ) as response:

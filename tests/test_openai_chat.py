@@ -315,3 +315,10 @@ async def test_cancelling_mid_stream_stops_at_once(clock):
         await chat.complete(2, MESSAGES, rec.link)
         await chat.aclose()
     assert rec.events[-2:] == [LlmText(2, "Again."), LlmDone(2)]
+
+
+async def test_missing_api_key_is_a_failure_not_a_crash(clock, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    chat = OpenAIChat(ChatSettings(base_url="http://127.0.0.1:9/v1", api_key=None))
+    rec = await run_turn(chat)
+    assert rec.events == [LlmFailed(1, "error OpenAIError")]

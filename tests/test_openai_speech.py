@@ -144,3 +144,11 @@ async def test_cancelling_mid_sentence_stops_at_once(clock):
         await speech.synthesize(4, 0, "Hi.", rec.link)
         await speech.aclose()
     assert rec.events[-1] == TtsDone(4, 0)
+
+
+async def test_missing_api_key_is_a_failure_not_a_crash(clock, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    speech = OpenAISpeech(SpeechSettings(base_url="http://127.0.0.1:9/v1", api_key=None))
+    rec = Recorder([])
+    await speech.synthesize(3, 2, SENTENCE, rec.link)
+    assert rec.events == [TtsFailed(3, 2, "error OpenAIError")]
