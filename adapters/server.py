@@ -101,8 +101,11 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
             return True
         form = await request.form
         params = {k: v for k, v in form.items()}
+        # Vobiz signs the URL it was given, i.e. the public one, not what a proxy forwards.
+        query = request.query_string.decode()
+        url = settings.public_url + request.path + (f"?{query}" if query else "")
         ok = signature.validate(
-            request.method, request.url, params, request.headers, settings.vobiz_auth_token or ""
+            request.method, url, params, request.headers, settings.vobiz_auth_token or ""
         )
         if not ok:
             log.warning("refused %s: bad or missing webhook signature", request.path)
