@@ -204,8 +204,10 @@ class OpenAIChat:
             async for chunk in stream:
                 if chunk.usage is not None:
                     result.usage = chunk.usage
-                for choice in chunk.choices:
+                for choice in chunk.choices or ():
                     delta = choice.delta
+                    if delta is None:  # compatible servers are not always complete
+                        continue
                     if delta.content:
                         if first is None:
                             first = link.now() - started

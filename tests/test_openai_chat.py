@@ -271,6 +271,17 @@ async def test_hang_times_out_at_the_read_timeout(clock):
     assert rec.times[0] - t0 == pytest.approx(2.0)
 
 
+async def test_a_slow_server_only_delays_the_reply(clock):
+    fake = FakeOpenAI()
+    fake.replies.append(Reply("Hello."))
+    fake.chat_faults.append(Fault("slow", delay=1.5))
+    async with run_fake_openai(fake):
+        t0 = trio.current_time()
+        rec = await run_turn(make_chat(fake))
+    assert rec.events == [LlmText(1, "Hello."), LlmDone(1)]
+    assert rec.times[0] - t0 == pytest.approx(1.5)
+
+
 async def test_one_retry_rides_over_a_429(clock):
     fake = FakeOpenAI()
     fake.replies.append(Reply("Hello."))
