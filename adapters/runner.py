@@ -86,7 +86,9 @@ def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
 class CallSession:
     """A live call from the media stream's ``start`` to the footer of its log."""
 
-    def __init__(self, start: vobiz.Start, options: CallOptions, caller: str = "", callee: str = ""):
+    def __init__(
+        self, start: vobiz.Start, options: CallOptions, caller: str = "", callee: str = ""
+    ):
         self.start = start
         self.options = options
         self.call_id = start.call_id
@@ -155,9 +157,7 @@ class CallSession:
                 self._nursery = nursery
                 nursery.start_soon(self._receive, transport)
                 nursery.start_soon(self._run_stt)
-                await self.events_tx.send(
-                    ev.CallStarted(self.call_id, self.start.stream_id)
-                )
+                await self.events_tx.send(ev.CallStarted(self.call_id, self.start.stream_id))
                 await self._engine_loop()
                 nursery.cancel_scope.cancel()
         except Exception as exc:  # one failing call never takes the server down
@@ -177,6 +177,12 @@ class CallSession:
                 return
 
     def _finish(self) -> None:
+        if not self.core.ended:
+            # Cancelled from outside (quart-trio cancels the handler when the socket drops):
+            # the engine still hears how the call ended, so the log tells the whole story.
+            if self.end_reason == "unknown":
+                self.end_reason = "socket closed"
+            self.engine.handle(ev.CallEnded(self.end_reason), self.now())
         self.writer.footer(
             self.now(),
             reason=self.end_reason,
@@ -340,7 +346,9 @@ class CallSession:
             case cmd.Transfer(to=to):
                 self.end_reason = f"transfer to {to}"
                 if self.options.on_transfer is not None:
-                    await self._best_effort("rest_transfer", self.options.on_transfer(self.call_id, to))
+                    await self._best_effort(
+                        "rest_transfer", self.options.on_transfer(self.call_id, to)
+                    )
                 else:
                     self.note("transfer_unavailable", to=to)
                     await self._send(vobiz.stop(stream_id))

@@ -1,0 +1,122 @@
+"""``voice-agent demo`` and ``voice-agent simulate``: a whole call with no account anywhere.
+
+The demo starts the real server in-process on a free loopback port with the
+offline providers (pocketsphinx, espeak-ng, the scripted restaurant agent),
+calls it with the simulated Vobiz caller over real sockets, then replays the
+call's log through a fresh engine. It exits non-zero, saying why, if any
+link of that chain fails.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import attrs
+import trio
+from rich.console import Console
+
+from fixtures.simulator import CallerLine, CallerScript, print_entry, print_report, simulate
+
+#: The demo caller books a table, asks for the opening hours and cuts the long
+#: answer short, then finishes the booking; the agent hangs up.
+DEMO_SCRIPT = CallerScript(
+    lines=(
+        CallerLine("I would like to book a table."),
+        CallerLine("What are your opening hours?"),
+        CallerLine("Sorry. For four people.", wait_for_agent=False, barge_in_after=2.0),
+        CallerLine("Tomorrow at seven."),
+        CallerLine("No thank you. Goodbye."),
+    ),
+    hang_up_after=80.0,
+)
+
+
+async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> int:
+    from adapters.cli import build_app, serve_app
+    from adapters.settings import ServerSettings
+    from engine.calllog import read_log
+    from engine.replay import replay
+    from engine.views import latency_table, timeline
+
+    settings = ServerSettings.from_env(
+        host="127.0.0.1", port=0, stt="offline", llm="scripted", tts="offline"
+    )
+    app = build_app(settings)
+    hub = app.hub
+    console.print(f"[bold]{_describe(hub)}[/bold]")
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            functools.partial(serve_app, app, settings.host, 0, shutdown=shutdown)
+        )
+        base = binds[0]
+        hub.settings = attrs.evolve(hub.settings, public_url=base)
+        console.print(f"server on {base}; calling it as a simulated Vobiz caller…\n")
+        result = await simulate(
+            base, DEMO_SCRIPT, on_event=functools.partial(print_entry, console=console)
+        )
+        with trio.move_on_after(10):
+            while hub.live or not hub.finished:
+                await trio.sleep(0.05)
+        shutdown.set()
+    if not hub.finished:
+        console.print("[red]demo failed: the server wrote no call log[/red]")
+        return 1
+    log_path = Path(hub.finished[-1])
+    wav_path = Path(wav) if wav else log_path.with_suffix(".wav")
+    result.write_wav(wav_path)
+    console.print()
+    print_report(result, console)
+    console.print("\n[bold]The call as the agent logged it[/bold]")
+    records = [r for _, r in read_log(log_path.read_text().splitlines())]
+    console.print("\n".join(timeline(records)), highlight=False)
+    console.print("\n".join(latency_table(records)), highlight=False)
+    outcome = replay(log_path.read_text().splitlines())
+    console.print(f"\nlog: {log_path}\nwav: {wav_path}")
+    if not outcome.identical:
+        console.print(f"[red]replay: DIVERGES at line {outcome.divergence.line}[/red]")
+        return 1
+    console.print(f"replay: identical ({outcome.events} events)")
+    if not check:
+        return 0
+    problems = []
+    if not result.stopped_by_agent:
+        problems.append("the agent did not hang up")
+    if result.cleared == 0:
+        problems.append("the barge-in was not cleared")
+    if result.stale_audio_after_clear:
+        problems.append(f"{result.stale_audio_after_clear} stale audio frames after clearAudio")
+    if problems:
+        console.print(f"[red]demo failed: {'; '.join(problems)}[/red]")
+        return 1
+    return 0
+
+
+def _describe(hub) -> str:
+    from adapters.wiring import describe
+
+    return describe(hub.providers)
+
+
+async def demo_main(args) -> int:
+    console = Console()
+    try:
+        return await _run_local_call(console, args.wav, check=True)
+    except Exception as exc:  # say what broke, not a bare traceback
+        console.print(f"[red]demo failed: {type(exc).__name__}: {exc}[/red]")
+        raise SystemExit(1) from exc
+
+
+async def simulate_main(args) -> int:
+    console = Console()
+    if args.url is None:
+        return await _run_local_call(console, args.wav, check=False)
+    result = await simulate(
+        args.url.rstrip("/"), DEMO_SCRIPT, on_event=functools.partial(print_entry, console=console)
+    )
+    print_report(result, console)
+    if args.wav:
+        result.write_wav(args.wav)
+        console.print(f"wav: {args.wav}")
+    return 0
