@@ -19,6 +19,7 @@ from adapters import vobiz
 from fixtures.simulator import (
     CallerLine,
     CallerScript,
+    default_speak,
     print_entry,
     print_report,
     simulate,
@@ -232,13 +233,24 @@ async def test_stale_audio_after_clear_is_reported():
 
 async def test_caller_hangs_up_when_the_agent_never_stops():
     agent = FakeAgent(stop_after=99)
-    script = CallerScript(lines=(CallerLine("Hi."),), hang_up_after=3.0)
+    script = CallerScript(lines=(CallerLine("Hi.", dtmf="1#"),), hang_up_after=3.0)
     async with serving(agent) as url:
         result = await simulate(url, script, speak=speak)
     assert not result.stopped_by_agent
     assert 3.0 <= result.duration < 3.5
     assert [kind for kind, _ in agent.forms] == ["answer", "hangup"]
-    assert [e.who for e in result.transcript] == ["agent", "caller", "agent"]
+    assert [e.what for e in result.transcript if e.who == "caller"] == ["Hi.", "[DTMF 1#]"]
+    assert [e.who for e in result.transcript].count("agent") == 2
+    digits = [m["dtmf"]["digit"] for _, m in agent.received if m["event"] == "dtmf"]
+    assert digits == ["1", "#"]
+    (turn,) = result.turns
+    assert turn.ended - turn.started >= 0.3 + 0.1  # speech, then the keys 100 ms apart
+
+
+def test_the_default_caller_voice_is_phone_audio():
+    audio = default_speak()("Hello there.")
+    assert len(audio) > 2000  # a quarter second or more of 8 kHz mu-law
+    assert set(audio) != {0xFF}
 
 
 def test_stream_url_is_the_unescaped_element_text():
