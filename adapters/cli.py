@@ -59,13 +59,16 @@ async def serve_app(
             with trio.move_on_after(3):
                 await hub.idle.wait()
 
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve(
-                app, config, shutdown_trigger=drained, task_status=task_status
+    try:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                lambda task_status: serve(
+                    app, config, shutdown_trigger=drained, task_status=task_status
+                )
             )
-        )
-        task_status.started(binds)
+            task_status.started(binds)
+    finally:
+        await hub.providers.aclose()
 
 
 async def _serve_main(args) -> int:

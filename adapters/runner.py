@@ -54,6 +54,14 @@ class Providers:
     tts: TextToSpeech
     names: dict[str, str] = attrs.field(factory=dict)
 
+    async def aclose(self) -> None:
+        """Close pooled connections (they belong to the trio run that opened them)."""
+        for provider in (self.llm, self.tts):
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                with trio.move_on_after(2, shield=True):
+                    await close()
+
 
 class Transport:
     """The media socket as the runner needs it; quart-trio and test clients both fit."""

@@ -1,0 +1,112 @@
+"""Whole calls over real loopback sockets: the simulated Vobiz caller, our server, and the
+provider fakes (Deepgram listen, OpenAI chat and speech). Nothing of our own is mocked."""
+
+import json
+from collections import deque
+
+import numpy as np
+import trio
+from serving import running_server
+
+from adapters.audio import ulaw_encode
+from adapters.deepgram_stt import DeepgramSettings, DeepgramSTT
+from adapters.openai_chat import ChatSettings, OpenAIChat
+from adapters.openai_speech import OpenAISpeech, SpeechSettings
+from adapters.runner import Providers
+from adapters.settings import ServerSettings
+from engine.config import AgentConfig
+from engine.replay import replay
+from fixtures.fake_deepgram import run_fake_deepgram
+from fixtures.fake_openai import FakeOpenAI, Reply, ToolCall, run_fake_openai
+from fixtures.simulator import CallerLine, CallerScript, simulate
+
+
+def loud(text: str) -> bytes:
+    """Stand-in caller speech: a tone the fake recognizer hears, longer for longer lines."""
+    seconds = 0.6 + 0.03 * len(text)
+    t = np.arange(int(8000 * seconds)) / 8000
+    return ulaw_encode((np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16))
+
+
+def brain(messages):
+    last = [m for m in messages if m["role"] == "user"][-1]["content"]
+    if "Sunday" in last:
+        return Reply(
+            "Sorry, on Sunday we are closed. Goodbye!", (ToolCall("end_call", "{}", "c1"),)
+        )
+    return Reply(
+        "Certainly. We have tables at six, seven and eight. "
+        "The terrace is open too. Which would you like?"
+    )
+
+
+def providers(deepgram, openai) -> Providers:
+    def stt():
+        return DeepgramSTT(DeepgramSettings(api_key=deepgram.api_key, url=deepgram.url))
+
+    return Providers(
+        stt=stt,
+        llm=OpenAIChat(ChatSettings(base_url=openai.base_url, api_key="test")),
+        tts=OpenAISpeech(SpeechSettings(base_url=openai.base_url, api_key="test", model="tts-1")),
+        names={"stt": "deepgram", "llm": "openai", "tts": "openai"},
+    )
+
+
+async def run_call(tmp_path, script, **fake_knobs):
+    settings = ServerSettings.from_env({}, call_log_dir=tmp_path, stream_secret="k" * 32)
+    config = AgentConfig(greeting="Hello, Roma restaurant.", false_interruption_timeout=3.0)
+    fake = FakeOpenAI(script=brain, speech_chunk_delay=0.02, **fake_knobs)
+    transcripts = deque(["I would like a table tonight", "Actually what about Sunday"])
+    async with (
+        run_fake_deepgram(transcripts=transcripts) as deepgram,
+        run_fake_openai(fake) as openai,
+        running_server(settings, config, providers(deepgram, openai)) as app,
+    ):
+        result = await simulate(app.base_url, script, speak=loud)
+        for _ in range(100):
+            if app.hub.finished:
+                break
+            await trio.sleep(0.05)
+        return result, app.hub.finished, openai
+
+
+BARGE_IN = CallerScript(
+    lines=(
+        CallerLine("I would like a table tonight"),
+        CallerLine("Actually what about Sunday", wait_for_agent=False, barge_in_after=0.4),
+    ),
+    hang_up_after=30.0,
+)
+
+
+async def test_a_call_is_answered_interrupted_and_hung_up_with_a_replayable_log(tmp_path):
+    result, logs, openai = await run_call(tmp_path, BARGE_IN)
+    assert result.stopped_by_agent, result.transcript
+    assert result.cleared >= 1
+    assert result.stale_audio_after_clear == 0
+    (log,) = logs
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0]["kind"] == "header" and records[-1]["kind"] == "footer"
+    commands = [r["command"] for r in records if r["kind"] == "command"]
+    assert "ClearAudio" in commands and commands[-1] == "Hangup"
+    outcome = replay(lines)
+    assert outcome.identical, outcome.divergence
+    # The model heard only what the caller heard of the interrupted reply.
+    second = openai.bodies("/v1/chat/completions")[-1]["messages"]
+    assert second[-1]["content"] == "Actually what about Sunday"
+    interrupted = second[-2]
+    assert interrupted["role"] == "assistant"
+    assert "Which would you like?" not in interrupted["content"]
+
+
+async def test_the_caller_hanging_up_mid_reply_leaves_a_complete_log(tmp_path):
+    script = CallerScript(lines=(CallerLine("I would like a table tonight"),), hang_up_after=4.0)
+    result, logs, _ = await run_call(tmp_path, script)
+    assert not result.stopped_by_agent
+    (log,) = logs
+    lines = log.read_text().splitlines()
+    footer = json.loads(lines[-1])
+    assert footer["kind"] == "footer"
+    assert footer["reason"] == "socket closed"
+    assert replay(lines).identical
