@@ -1,0 +1,206 @@
+"""Offline speech recognition: pocketsphinx 5 with the English model its wheel ships.
+
+No account and no download: the acoustic model, dictionary and a general
+language model all come with the ``pocketsphinx`` wheel. Out of the box its
+accuracy on 8 kHz phone audio is poor (a general model guessing among 130 000
+words), so a caller of :class:`SphinxRecognizer` can pass *hints*: the
+phrases it expects (say, the answers a booking script can handle). They
+become a JSGF grammar of those phrases, and recognition is restricted to
+sequences of them, which turns "rhode island" back into "tomorrow at seven".
+The price: anything said outside the hints is forced onto the nearest hint.
+``docs/offline.md`` has the measurements behind this choice.
+
+:class:`SphinxSTT` wraps it as a :class:`~adapters.providers.SpeechToText`:
+a local VAD (:mod:`adapters.vad`) cuts utterances and the recognizer
+decodes each one.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+import trio
+from pocketsphinx import Decoder
+
+from adapters.audio import FRAME_BYTES, Framer, Upsampler, ulaw_decode
+from adapters.providers import AudioSource, CallLink
+from adapters.vad import FRAME_SECONDS, FrameClassifier, VadSegmenter, VoiceStarted, VoiceStopped
+from engine.events import SpeechStarted, SpeechStopped, Transcript
+
+_T = TypeVar("_T")
+
+_NOT_A_WORD = re.compile(r"[^a-z' ]+")
+
+
+def _words(phrase: str) -> list[str]:
+    return _NOT_A_WORD.sub(" ", phrase.lower()).split()
+
+
+class SphinxRecognizer:
+    """One utterance at a time: ``start``, ``feed``..., ``finish``. Not thread-safe.
+
+    Audio is the phone's 8 kHz mu-law; the model is trained on 16 kHz, so it
+    is upsampled (the missing top band is a large part of the accuracy lost
+    on the phone path). ``dither`` adds a tiny seeded noise, which keeps the
+    empty 4-8 kHz band from looking like digital silence to the features;
+    it measurably reduced false words.
+    """
+
+    def __init__(self, hints: Sequence[str] = (), dither: bool = False) -> None:
+        options: dict[str, object] = {"loglevel": "FATAL", "cmn": "live"}
+        if dither:
+            options.update(dither=True, seed=1)
+        phrases = [words for words in map(_words, hints) if words]
+        if not phrases:
+            self.decoder = Decoder(**options)
+            self.vocabulary: frozenset[str] = frozenset()
+        else:
+            self.decoder = Decoder(lm=None, **options)
+            self.vocabulary = self._use_grammar(phrases)
+        self._upsampler = Upsampler(2)
+        self._active = False
+
+    def _use_grammar(self, phrases: list[list[str]]) -> frozenset[str]:
+        known = [[w for w in words if self.decoder.lookup_word(w)] for words in phrases]
+        alternatives = sorted({" ".join(words) for words in known if words})
+        if not alternatives:
+            raise ValueError("none of the hint words is in the pronouncing dictionary")
+        body = " | ".join(f"( {phrase} )" for phrase in alternatives)
+        grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = ( {body} )+ ;\n"
+        self.decoder.add_jsgf_string("hints", grammar)
+        self.decoder.activate_search("hints")
+        return frozenset(w for phrase in alternatives for w in phrase.split())
+
+    def start(self) -> None:
+        """Begin an utterance (ending any unfinished one)."""
+        if self._active:
+            self.decoder.end_utt()
+        self._upsampler.reset()
+        self.decoder.start_utt()
+        self._active = True
+
+    def feed(self, ulaw8k: bytes) -> None:
+        """Decode more of the utterance: any length of 8 kHz mu-law."""
+        if not self._active:
+            self.start()
+        self._process(self._upsampler.process(ulaw_decode(ulaw8k)))
+
+    def _process(self, pcm16k: np.ndarray) -> None:
+        if len(pcm16k):
+            self.decoder.process_raw(pcm16k.astype("<i2").tobytes(), False, False)
+
+    def partial(self) -> str:
+        """The best guess so far; may change as more audio arrives."""
+        hypothesis = self.decoder.hyp()
+        return hypothesis.hypstr if hypothesis else ""
+
+    def finish(self) -> str:
+        """End the utterance; its final text ("" if nothing was recognized)."""
+        if not self._active:
+            return ""
+        self._process(self._upsampler.flush())
+        self.decoder.end_utt()
+        self._active = False
+        return self.partial()
+
+
+class SphinxSTT:
+    """The offline :class:`~adapters.providers.SpeechToText`: local VAD plus pocketsphinx.
+
+    At onset it emits ``SpeechStarted`` dated to the first speech frame; at
+    offset ``SpeechStopped`` and the utterance's final ``Transcript``;
+    in between, an interim ``Transcript`` about every ``interim_s`` when the
+    guess changed. The frames just before onset (``preroll_s``) are decoded
+    too, so a word's soft start is not cut.
+
+    Decoding costs 1-5 ms of CPU per 20 ms frame (see ``docs/offline.md``),
+    too much to do on the call's event loop, so by default it runs in a
+    worker thread. ``threaded=False`` decodes inline: for tests under a
+    mock clock, where a thread's real time would be invisible to the clock.
+    """
+
+    def __init__(
+        self,
+        hints: Sequence[str] = (),
+        *,
+        vad_mode: int = 2,
+        onset_s: float = 0.1,
+        offset_s: float = 0.5,
+        preroll_s: float = 0.3,
+        interim_s: float = 0.5,
+        threaded: bool = True,
+    ) -> None:
+        self.hints = tuple(hints)
+        self.vad_mode = vad_mode
+        self.onset_s = onset_s
+        self.offset_s = offset_s
+        self.preroll_frames = max(
+            1, round(preroll_s / FRAME_SECONDS), round(onset_s / FRAME_SECONDS)
+        )
+        self.interim_s = interim_s
+        self.threaded = threaded
+
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self.threaded:
+            # Not abandoned on cancel: the decoder must never be used by two threads at once.
+            return await trio.to_thread.run_sync(fn, *args)
+        return fn(*args)
+
+    async def run(self, audio: AudioSource, link: CallLink) -> None:
+        """Recognize utterances until ``audio`` closes or the task is cancelled."""
+        recognizer = await self._call(SphinxRecognizer, self.hints)
+        classifier = FrameClassifier(self.vad_mode)
+        segmenter = VadSegmenter(self.onset_s, self.offset_s)
+        framer = Framer(FRAME_BYTES)
+        recent: collections.deque[bytes] = collections.deque(maxlen=self.preroll_frames)
+        last_interim_at = 0.0
+        last_interim = ""
+        last_frame_at = 0.0
+
+        async for chunk in audio:
+            frames = framer.push(chunk)
+            if not frames:
+                continue
+            now = link.now()
+            pending: list[bytes] = []
+            for index, frame in enumerate(frames):
+                # A chunk of several frames arrived at once: its last frame is "now".
+                at = now - (len(frames) - 1 - index) * FRAME_SECONDS
+                last_frame_at = at
+                event = segmenter.push(classifier.is_speech(frame), at)
+                if isinstance(event, VoiceStarted):
+                    await link.emit(SpeechStarted(at=event.at, source="vad"))
+                    await self._call(recognizer.start)
+                    pending = [*recent, frame]
+                    recent.clear()
+                    last_interim_at, last_interim = now, ""
+                elif isinstance(event, VoiceStopped):
+                    pending.append(frame)
+                    await self._call(recognizer.feed, b"".join(pending))
+                    pending = []
+                    await self._end_utterance(recognizer, event.at, link)
+                elif segmenter.in_speech:
+                    pending.append(frame)
+                else:
+                    recent.append(frame)
+            if pending:
+                await self._call(recognizer.feed, b"".join(pending))
+            if segmenter.in_speech and now - last_interim_at >= self.interim_s:
+                last_interim_at = now
+                guess = await self._call(recognizer.partial)
+                if guess and guess != last_interim:
+                    last_interim = guess
+                    await link.emit(Transcript(guess, is_final=False))
+
+        if segmenter.in_speech:  # the audio ended mid-utterance
+            await self._end_utterance(recognizer, last_frame_at + FRAME_SECONDS, link)
+
+    async def _end_utterance(self, recognizer: SphinxRecognizer, at: float, link: CallLink) -> None:
+        await link.emit(SpeechStopped(at=at, source="vad"))
+        text = await self._call(recognizer.finish)
+        if text:
+            await link.emit(Transcript(text, is_final=True, speech_final=True))

@@ -1,0 +1,103 @@
+"""Local voice activity detection: which 20 ms phone frames are speech, and where utterances are.
+
+Two parts, split so the decision logic is testable without audio:
+
+- :class:`FrameClassifier` asks webrtcvad whether one 8 kHz mu-law frame
+  is speech;
+- :class:`VadSegmenter` turns a stream of (is_speech, time) into utterance
+  onsets and offsets with hysteresis, so a cough does not start a turn and
+  a breath between words does not end one.
+
+The same pair serves the offline recognizer (to cut utterances) and
+barge-in (to notice the caller talking over the agent).
+"""
+
+from __future__ import annotations
+
+import attrs
+import webrtcvad
+
+from adapters.audio import FRAME_BYTES, PHONE_RATE, ulaw_decode
+
+#: Seconds in one phone frame.
+FRAME_SECONDS = FRAME_BYTES / PHONE_RATE
+
+
+@attrs.frozen
+class VoiceStarted:
+    """Speech began; ``at`` is the time of the first speech frame of the run that confirmed it."""
+
+    at: float
+
+
+@attrs.frozen
+class VoiceStopped:
+    """Speech ended; ``at`` is the time of the first silent frame after it."""
+
+    at: float
+
+
+VadEvent = VoiceStarted | VoiceStopped
+
+
+class VadSegmenter:
+    """Hysteresis over per-frame speech decisions. Pure: no clock, no audio.
+
+    Onset needs ``onset_s`` of consecutive speech frames, offset needs
+    ``offset_s`` of consecutive silent ones. Times are whatever the caller
+    stamps frames with (call time when a frame arrived).
+    """
+
+    def __init__(
+        self, onset_s: float = 0.1, offset_s: float = 0.5, frame_s: float = FRAME_SECONDS
+    ) -> None:
+        if onset_s <= 0 or offset_s <= 0 or frame_s <= 0:
+            raise ValueError("onset, offset and frame durations must be positive")
+        self.onset_frames = max(1, round(onset_s / frame_s))
+        self.offset_frames = max(1, round(offset_s / frame_s))
+        self.reset()
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def reset(self) -> None:
+        """Back to silence, forgetting any partial run (e.g. after the call's audio restarts)."""
+        self._in_speech = False
+        self._run = 0
+        self._run_start = 0.0
+
+    def push(self, is_speech: bool, at: float) -> VadEvent | None:
+        """Take one frame's decision; return the onset or offset it completes, if any."""
+        # A run counts frames that disagree with the current state; any agreeing frame breaks it.
+        if is_speech == self._in_speech:
+            self._run = 0
+            return None
+        if self._run == 0:
+            self._run_start = at
+        self._run += 1
+        if self._in_speech:
+            if self._run < self.offset_frames:
+                return None
+            self._in_speech, self._run = False, 0
+            return VoiceStopped(self._run_start)
+        if self._run < self.onset_frames:
+            return None
+        self._in_speech, self._run = True, 0
+        return VoiceStarted(self._run_start)
+
+
+class FrameClassifier:
+    """webrtcvad on 20 ms frames of 8 kHz mu-law.
+
+    ``mode`` 0-3 trades misses for false alarms; 2 or 3 suit phone lines,
+    whose noise floor makes mode 0-1 call nearly everything speech.
+    """
+
+    def __init__(self, mode: int = 2) -> None:
+        self._vad = webrtcvad.Vad(mode)
+
+    def is_speech(self, ulaw_frame: bytes) -> bool:
+        if len(ulaw_frame) != FRAME_BYTES:
+            raise ValueError(f"a frame is {FRAME_BYTES} bytes of mu-law, got {len(ulaw_frame)}")
+        return self._vad.is_speech(ulaw_decode(ulaw_frame).tobytes(), PHONE_RATE)
