@@ -7,6 +7,7 @@ nobody wonders which voice is answering.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -53,15 +54,7 @@ def build_providers(
     )
     tts = _pick(settings.tts, tts_auto, ("offline", "openai", "deepgram"), "TTS")
 
-    if stt == "deepgram":
-        from adapters.deepgram_stt import DeepgramSTT
-
-        stt_factory = DeepgramSTT
-    else:
-        from adapters.sphinx import SphinxSTT
-
-        stt_factory = SphinxSTT
-
+    hints: tuple[str, ...] = tuple(extra.get("hints", ()))
     if llm == "openai":
         from adapters.openai_chat import ChatSettings, OpenAIChat
 
@@ -73,6 +66,17 @@ def build_providers(
         script = load_script(extra.get("script"))
         brain = ScriptedBrain(script)
         config = attrs.evolve(config, greeting=script.greeting)
+        hints = script.keyphrases
+
+    if stt == "deepgram":
+        from adapters.deepgram_stt import DeepgramSTT
+
+        stt_factory: Any = DeepgramSTT
+    else:
+        from adapters.sphinx import SphinxSTT
+
+        # The offline recognizer is far more accurate when told what to expect.
+        stt_factory = functools.partial(SphinxSTT, hints)
 
     if tts == "openai":
         from adapters.openai_speech import OpenAISpeech, SpeechSettings
