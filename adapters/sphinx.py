@@ -52,9 +52,10 @@ class SphinxRecognizer:
 
     Audio is the phone's 8 kHz mu-law; the model is trained on 16 kHz, so it
     is upsampled (the missing top band is a large part of the accuracy lost
-    on the phone path). ``dither`` adds a tiny seeded noise, which keeps the
-    empty 4-8 kHz band from looking like digital silence to the features;
-    it measurably reduced false words.
+    on the phone path). ``dither`` (off by default) adds a little seeded
+    noise: it helped on clips cut tight around the words but hurt when
+    silence surrounds them, as it does behind a VAD. ``phone_cmn`` starts
+    every utterance from :data:`PHONE_CMN`.
     """
 
     def __init__(
