@@ -69,6 +69,9 @@ async def serve_app(
             task_status.started(binds)
     finally:
         await hub.providers.aclose()
+        if hub.rest is not None:
+            with trio.move_on_after(2, shield=True):
+                await hub.rest.aclose()
 
 
 async def _serve_main(args) -> int:

@@ -255,10 +255,10 @@ class CallSession:
             if exc.detail not in seen:
                 seen.add(exc.detail)
                 self.log.warning("unknown event %r ignored (logged once)", exc.detail)
-                self.note("protocol_error", kind=exc.kind, detail=exc.detail)
+                self.note("protocol_error", problem=exc.kind, detail=exc.detail)
         else:
             self.log.warning("bad frame: %s: %s", exc.kind, exc.detail[:200])
-            self.note("protocol_error", kind=exc.kind, detail=exc.detail[:200])
+            self.note("protocol_error", problem=exc.kind, detail=exc.detail[:200])
         if sum(self.protocol_errors.values()) >= self.options.max_protocol_errors:
             await self.events_tx.send(ev.CallEnded("too many protocol errors"))
             return True

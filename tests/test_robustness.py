@@ -1,0 +1,280 @@
+"""Bad input, fuzz and drain over a live server and raw loopback sockets.
+
+Each call's log must end with its footer and replay identically, whatever came in.
+"""
+
+import base64
+import contextlib
+import json
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serving import running_server
+from trio_websocket import ConnectionClosed
+
+from adapters.cli import serve_app
+from adapters.runner import STT_BUFFER_FRAMES, Providers
+from adapters.server import create_app
+from adapters.settings import ServerSettings
+from adapters.wsclient import open_client
+from engine import events as ev
+from engine.config import AgentConfig
+from engine.replay import replay
+from fixtures.simulator import CallerLine, CallerScript, simulate, stream_url
+
+SILENCE = base64.b64encode(b"\xff" * 160).decode()
+
+
+class Ear:
+    """A recognizer that counts the frames it is given (or never reads, to fill the buffer)."""
+
+    def __init__(self, read: bool = True):
+        self.read = read
+        self.frames = 0
+
+    def __call__(self):
+        return self
+
+    async def run(self, audio, link):
+        if not self.read:
+            await trio.sleep_forever()
+        async for _ in audio:
+            self.frames += 1
+
+
+class Quiet:
+    """A model and a voice that finish at once and say nothing."""
+
+    async def complete(self, turn, messages, link):
+        await link.emit(ev.LlmDone(turn))
+
+    async def synthesize(self, turn, seq, text, link):
+        await link.emit(ev.TtsDone(turn, seq))
+
+
+def quiet(ear: Ear | None = None) -> Providers:
+    return Providers(stt=ear or Ear(), llm=Quiet(), tts=Quiet())
+
+
+def server_settings(tmp_path: Path, **kw) -> ServerSettings:
+    return ServerSettings.from_env(
+        {}, **({"call_log_dir": tmp_path / "calls", "stream_secret": "r" * 32} | kw)
+    )
+
+
+def start(call_id: str, stream_id: str = "stream-1") -> str:
+    body = {"callId": call_id, "streamId": stream_id, "mediaFormat": {"encoding": "audio/x-mulaw"}}
+    return json.dumps({"event": "start", "start": body})
+
+
+def media(payload: str = SILENCE) -> str:
+    return json.dumps({"event": "media", "media": {"payload": payload}})
+
+
+async def socket_url(base: str, call_id: str) -> str:
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{base}/answer", data={"CallUUID": call_id, "From": "+1"})
+    return stream_url(reply.text)
+
+
+async def finished(app, count: int = 1) -> list[Path]:
+    with trio.fail_after(10):
+        while len(app.hub.finished) < count:
+            await trio.sleep(0.01)
+    return list(app.hub.finished)
+
+
+def records(path: Path) -> list[dict]:
+    lines = path.read_text().splitlines()
+    outcome = replay(lines)
+    assert outcome.identical, outcome.divergence
+    out = [json.loads(line) for line in lines]
+    assert out[0]["kind"] == "header" and out[-1]["kind"] == "footer"
+    return out
+
+
+def notes(recs: list[dict], what: str) -> list[dict]:
+    return [r for r in recs if r["kind"] == "note" and r["what"] == what]
+
+
+async def raw_call(
+    tmp_path, frames, *, before_start=(), providers=None, wait_for_server=False, **kw
+):
+    """One call over a raw socket: ``before_start`` frames, ``start``, ``frames``, then close."""
+    async with running_server(
+        server_settings(tmp_path, **kw), AgentConfig(), providers or quiet()
+    ) as app:
+        url = await socket_url(app.base_url, "call-raw")
+        async with open_client(url) as ws:
+            for frame in before_start:
+                await ws.send_message(frame)
+            await ws.send_message(start("call-raw"))
+            try:
+                for frame in frames:
+                    await ws.send_message(frame)
+            except ConnectionClosed:
+                assert wait_for_server, "the server closed the socket"
+            if wait_for_server:
+                await finished(app)
+            else:
+                await trio.sleep(0.2)  # let the server read everything before we hang up
+        (path,) = await finished(app)
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"{app.base_url}/health")
+        assert health.status_code == 200
+    return records(path)
+
+
+def errors(recs: list[dict]) -> list[dict]:
+    return notes(recs, "protocol_error")
+
+
+async def test_malformed_json_is_noted_and_the_call_goes_on(tmp_path):
+    recs = await raw_call(tmp_path, ["{not json", media()])
+    (note,) = errors(recs)
+    assert note["problem"] == "malformed_json"
+    assert recs[-1]["protocol_errors"] == {"malformed_json": 1}
+    assert recs[-1]["reason"] == "socket closed"
+
+
+async def test_an_unknown_event_is_noted_once_per_type(tmp_path):
+    frames = [json.dumps({"event": e}) for e in ("mark2", "mark2", "other")]
+    recs = await raw_call(tmp_path, frames)
+    assert sorted(n["detail"] for n in errors(recs)) == ["mark2", "other"]
+    assert recs[-1]["protocol_errors"] == {"unknown_event": 3}
+
+
+async def test_media_before_start_is_dropped(tmp_path):
+    ear = Ear()
+    recs = await raw_call(tmp_path, [media()], before_start=[media()] * 5, providers=quiet(ear))
+    assert ear.frames == 1
+    assert recs[-1]["protocol_errors"] == {}
+
+
+async def test_bad_base64_wrong_size_and_oversize_frames_are_noted(tmp_path):
+    frames = [
+        media("not base64!!"),
+        media(""),
+        media(base64.b64encode(b"\xff" * 10).decode()),  # fine: a short frame is still audio
+        json.dumps({"event": "media", "media": {"payload": "A" * 70_000}}),
+    ]
+    ear = Ear()
+    recs = await raw_call(tmp_path, frames, providers=quiet(ear))
+    assert [n["problem"] for n in errors(recs)] == ["bad_base64", "bad_payload_size", "oversize"]
+    assert ear.frames == 1
+
+
+async def test_a_flood_is_bounded_and_the_server_keeps_answering(tmp_path):
+    recs = await raw_call(
+        tmp_path, [media()] * (STT_BUFFER_FRAMES + 150), providers=quiet(Ear(False))
+    )
+    assert recs[-1]["dropped_audio_frames"] >= 100
+
+
+async def test_a_second_start_on_the_same_socket_is_a_note(tmp_path):
+    recs = await raw_call(tmp_path, [start("call-raw", "stream-2")])
+    (again,) = notes(recs, "start_again")
+    assert again["stream_id"] == "stream-2"
+
+
+async def test_too_many_protocol_errors_end_the_call(tmp_path):
+    recs = await raw_call(tmp_path, ["{"] * 30, wait_for_server=True)
+    assert recs[-1]["reason"] == "too many protocol errors"
+    assert recs[-1]["protocol_errors"] == {"malformed_json": 20}
+
+
+# -- fuzz --------------------------------------------------------------------------------------
+
+_EVENTS = st.sampled_from(["media", "start", "stop", "dtmf", "playedStream", "clearedAudio", "x"])
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_JSON_FRAME = st.builds(
+    lambda event, extra: json.dumps({"event": event} | extra),
+    _EVENTS,
+    st.dictionaries(
+        st.sampled_from(["media", "start", "dtmf", "name", "streamId", "stop", "digit"]),
+        _VALUES,
+        max_size=3,
+    ),
+)
+_FRAME = _JSON_FRAME | st.text(max_size=100) | st.binary(max_size=60)
+
+
+@settings(
+    max_examples=1,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(st.lists(_FRAME, max_size=12), min_size=30, max_size=30))
+async def test_fuzzed_frames_never_hurt_a_concurrent_good_call(tmp_path_factory, sockets):
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    script = CallerScript(lines=(CallerLine("hello", wait_for_agent=False),), hang_up_after=2.0)
+    async with running_server(server_settings(tmp_path), AgentConfig(), quiet()) as app:
+        good = {}
+
+        async def good_call():
+            good["result"] = await simulate(
+                app.base_url, script, speak=lambda text: b"\xff" * 4000, call_id="good"
+            )
+
+        async def fuzz(i: int, frames: list):
+            url = await socket_url(app.base_url, f"fuzz-{i}")
+            async with open_client(url) as ws:
+                await ws.send_message(start(f"fuzz-{i}"))
+                with contextlib.suppress(ConnectionClosed):
+                    for frame in frames:
+                        await ws.send_message(frame)
+                    await trio.sleep(0.1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(good_call)
+            for i, frames in enumerate(sockets):
+                nursery.start_soon(fuzz, i, frames)
+        paths = await finished(app, len(sockets) + 1)
+    assert not good["result"].stopped_by_agent
+    for path in paths:
+        recs = records(path)
+        if recs[0]["call_id"] == "good":
+            assert recs[-1]["reason"] in ("socket closed", "stop")
+            assert recs[-1]["protocol_errors"] == {}
+
+
+# -- drain ---------------------------------------------------------------------------------------
+
+
+async def test_shutdown_drains_refuses_new_calls_and_ends_live_ones(tmp_path):
+    app = create_app(server_settings(tmp_path, drain_timeout=0.5), AgentConfig(), quiet())
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve_app(
+                app, "127.0.0.1", 0, shutdown=shutdown, task_status=task_status
+            )
+        )
+        base = binds[0].replace("0.0.0.0", "127.0.0.1")
+        app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
+        url = await socket_url(base, "live")
+        async with open_client(url) as ws:
+            await ws.send_message(start("live"))
+            with trio.fail_after(5):
+                while "live" not in app.hub.live:
+                    await trio.sleep(0.01)
+            shutdown.set()
+            async with httpx.AsyncClient() as client:
+                health = await client.get(f"{base}/health")
+                busy = await client.post(f"{base}/answer", data={"CallUUID": "late"})
+            (path,) = await finished(app)
+    assert health.status_code == 503
+    assert "<Stream" not in busy.text and "<Hangup" in busy.text
+    recs = records(path)
+    assert recs[-1]["reason"] == "server shutdown"
