@@ -1,0 +1,560 @@
+"""Load: concurrent calls against the real server, with its overhead, barge-in and inbound lag.
+
+    uv run python bench/load.py --quick
+    uv run python bench/load.py --calls 1,10,50,100,200 --seconds 30
+
+Three processes, so the one measured does nothing but serve calls:
+
+- A (``fakes``): Deepgram listen and OpenAI chat/speech fakes with fixed, known delays.
+- B (``server``): the real app under hypercorn's trio worker with the real Deepgram and
+  OpenAI adapters pointed at A; one fresh process per ladder step, so its RSS and CPU
+  belong to that step alone.
+- C (this process): N simulated Vobiz callers, media paced in real time.
+
+Server overhead comes from B's call logs (transcript arrival → first PlayAudio, minus the
+fakes' own delays), so it is what the server adds, not what the fakes cost. Inbound lag is
+measured inside B by timing each media frame's arrival at the call runner against the
+caller's 20 ms pacing (the frame's own ``timestamp``); it includes the caller's lateness
+too, so it is an upper bound on B's own lag. B's trio loop lag (a 10 ms sleeper's
+overshoot) is reported next to it as the server-only part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The fakes' delays: known constants, subtracted from the server's measured latency.
+LLM_FIRST_TOKEN = 0.25
+LLM_TOKEN_DELAY = 0.02
+TTS_FIRST_BYTE = 0.15
+TTS_CHUNK_DELAY = 0.02
+ENDPOINTING_MS = 300
+
+CALLER_TEXT = "I would like a table for four tonight please"
+REPLY = (
+    "Certainly, we have tables at six, seven and eight. "
+    "The terrace is open too. Which time would you like?"
+)
+GREETING = "Hello, Roma restaurant."
+BARGE_IN_AFTER = 0.5
+
+#: How far past the call length B and A may run before they stop by themselves.
+SAFETY_SECONDS = 120.0
+
+
+# ----------------------------------------------------------------------------- process A
+
+
+async def fakes_main(args: argparse.Namespace) -> None:
+    from fixtures.fake_deepgram import run_fake_deepgram
+    from fixtures.fake_openai import FakeOpenAI, Reply, run_fake_openai
+
+    fake = FakeOpenAI(
+        script=lambda messages: Reply(REPLY),
+        first_token_delay=LLM_FIRST_TOKEN,
+        token_delay=LLM_TOKEN_DELAY,
+        speech_first_byte_delay=TTS_FIRST_BYTE,
+        speech_chunk_delay=TTS_CHUNK_DELAY,
+    )
+    async with (
+        run_fake_deepgram(transcriber=lambda i: CALLER_TEXT, idle_timeout=60) as deepgram,
+        run_fake_openai(fake) as openai,
+    ):
+        print(json.dumps({"deepgram": deepgram.url, "openai": openai.base_url}), flush=True)
+        with trio.move_on_after(args.max_seconds):
+            await _until_stdin_closes()
+
+
+async def _until_stdin_closes() -> None:
+    """The parent closes our stdin to stop us; a dead parent does too."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stream:
+        while await stream.receive_some(1024):
+            pass
+
+
+# ----------------------------------------------------------------------------- process B
+
+
+class InboundProbe:
+    """Per call, how late each media frame reaches the runner relative to the caller's pacing.
+
+    ``d = arrival - frame.timestamp``; the smallest ``d`` of a call is its on-time
+    baseline, so ``d - min(d)`` is each frame's lag. Kept as raw arrays: cheap enough.
+    """
+
+    _TS = re.compile(rb'"timestamp":"(\d+)"')
+
+    def __init__(self) -> None:
+        self.calls: list[array] = []
+
+    def install(self) -> None:
+        from adapters import server
+
+        probe = self
+        original = server.QuartTransport.receive
+
+        async def receive(transport: Any) -> str | bytes:
+            frame = await original(transport)
+            now = time.perf_counter()
+            raw = frame.encode() if isinstance(frame, str) else frame
+            match = self._TS.search(raw[:200])
+            if match is not None:
+                offsets = getattr(transport, "_bench_offsets", None)
+                if offsets is None:
+                    offsets = transport._bench_offsets = array("d")
+                    probe.calls.append(offsets)
+                offsets.append(now - int(match.group(1)) / 1000)
+            return frame
+
+        server.QuartTransport.receive = receive  # type: ignore[method-assign]
+
+    def lags(self) -> list[float]:
+        out: list[float] = []
+        for offsets in self.calls:
+            if offsets:
+                base = min(offsets)
+                out.extend(d - base for d in offsets)
+        return out
+
+
+async def _loop_lag(samples: array, stop: trio.Event) -> None:
+    """Overshoot of a 10 ms sleep: how long B's trio loop was busy elsewhere."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        await trio.sleep(0.01)
+        samples.append(time.perf_counter() - t - 0.01)
+
+
+async def server_main(args: argparse.Namespace) -> None:
+    from adapters.cli import serve_app
+    from adapters.deepgram_stt import DeepgramSettings, DeepgramSTT
+    from adapters.openai_chat import ChatSettings, OpenAIChat
+    from adapters.openai_speech import OpenAISpeech, SpeechSettings
+    from adapters.runner import Providers
+    from adapters.server import create_app
+    from adapters.settings import ServerSettings
+    from engine.config import AgentConfig
+
+    urls = json.loads(args.fakes)
+    settings = ServerSettings.from_env(
+        {}, call_log_dir=Path(args.log_dir), stream_secret="k" * 32, max_calls=100_000
+    )
+
+    def stt() -> DeepgramSTT:
+        return DeepgramSTT(
+            DeepgramSettings(api_key="test-key", url=urls["deepgram"], endpointing=ENDPOINTING_MS)
+        )
+
+    providers = Providers(
+        stt=stt,
+        llm=OpenAIChat(ChatSettings(base_url=urls["openai"], api_key="test")),
+        tts=OpenAISpeech(SpeechSettings(base_url=urls["openai"], api_key="test", model="tts-1")),
+        names={"stt": "deepgram", "llm": "openai", "tts": "openai"},
+    )
+    config = AgentConfig(greeting=GREETING, idle_timeout=60.0, max_call_seconds=3600.0)
+    probe = InboundProbe()
+    probe.install()
+    app = create_app(settings, config, providers)
+    loop_lag = array("d")
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve_app(
+                app, "127.0.0.1", 0, shutdown=shutdown, task_status=task_status
+            )
+        )
+        base = binds[0].replace("0.0.0.0", "127.0.0.1")
+        import attrs
+
+        app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
+        nursery.start_soon(_loop_lag, loop_lag, shutdown)
+        print(json.dumps({"url": base, "pid": os.getpid()}), flush=True)
+        with trio.move_on_after(args.max_seconds):
+            await _until_stdin_closes()
+        shutdown.set()
+    Path(args.stats).write_text(
+        json.dumps({"inbound_lag": probe.lags(), "loop_lag": list(loop_lag)})
+    )
+
+
+# ----------------------------------------------------------------------------- process C
+
+
+@cache
+def loud(text: str) -> bytes:
+    """Stand-in caller speech: a tone the fake recognizer hears, longer for longer lines."""
+    import numpy as np
+
+    from adapters.audio import ulaw_encode
+
+    seconds = 0.6 + 0.03 * len(text)
+    t = np.arange(int(8000 * seconds)) / 8000
+    return ulaw_encode((np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16))
+
+
+def caller_script(seconds: float):
+    """Two turns, a barge-in half a second into the third reply, one more turn, then hang up."""
+    from fixtures.simulator import CallerLine, CallerScript
+
+    return CallerScript(
+        lines=(
+            CallerLine(CALLER_TEXT),
+            CallerLine(CALLER_TEXT),
+            CallerLine(CALLER_TEXT, wait_for_agent=False, barge_in_after=BARGE_IN_AFTER, pause=0),
+            CallerLine(CALLER_TEXT),
+        ),
+        hang_up_after=seconds,
+    )
+
+
+class ProcStats:
+    """CPU and RSS of one process, from /proc (no psutil)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, float, int]] = []  # wall, cpu seconds, rss bytes
+
+    def sample(self) -> tuple[float, float, int]:
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / self.tick
+        rss = 0
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+        out = (time.perf_counter(), cpu, rss)
+        self.samples.append(out)
+        return out
+
+    def cpu_percent(self, start: float, end: float) -> float:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float("nan")
+        return 100 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+async def _sampler(stats: ProcStats, stop: trio.Event) -> None:
+    while not stop.is_set():
+        try:
+            stats.sample()
+        except FileNotFoundError:
+            return
+        await trio.sleep(0.25)
+
+
+async def _start_process(argv: list[str], nursery: trio.Nursery) -> tuple[trio.Process, dict]:
+    """Start a child of this script; its first stdout line is JSON describing it."""
+    proc = await nursery.start(
+        lambda task_status: trio.run_process(
+            [sys.executable, __file__, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            check=False,
+            task_status=task_status,
+        )
+    )
+    line = b""
+    with trio.fail_after(60):
+        while not line.endswith(b"\n"):
+            chunk = await proc.stdout.receive_some(1)
+            if not chunk:
+                raise RuntimeError(f"{argv[0]} exited before it was ready")
+            line += chunk
+    return proc, json.loads(line)
+
+
+async def _stop_process(proc: trio.Process) -> None:
+    await proc.stdin.aclose()
+    with trio.move_on_after(40):
+        await proc.wait()
+    if proc.returncode is None:
+        proc.kill()
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None, "n": 0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1], "n": len(values)}
+
+
+def analyse_log(path: Path) -> dict[str, Any]:
+    """Per-turn server overhead (with where it goes) and barge-in reaction from one call log.
+
+    The fakes' share of a turn is TTFT, one token delay per further token the engine
+    waited for before its first Synthesize (it sees a sentence end only at the next
+    token), and the speech TTFB; everything else between the final transcript's arrival
+    and the first PlayAudio is the server's.
+    """
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    overhead: list[float] = []
+    parts: dict[str, list[float]] = {"llm": [], "tts": [], "play": []}
+    barge: list[float] = []
+    turn: dict[str, float] | None = None
+    tokens = 0
+    speech_started: float | None = None
+    for r in records:
+        kind, t = r["kind"], r.get("t")
+        name = r.get("event") or r.get("command")
+        if kind == "event" and name == "Transcript" and r.get("speech_final"):
+            turn, tokens = {"final": t}, 0
+        elif kind == "event" and name == "SpeechStarted":
+            speech_started = r["at"]
+        elif kind == "command" and name == "ClearAudio" and speech_started is not None:
+            barge.append(t - speech_started)
+        if turn is None or kind not in ("event", "command"):
+            continue
+        if name == "LlmText" and "synth" not in turn:
+            tokens += 1
+            turn.setdefault("text", t)
+        elif name == "Synthesize":
+            turn.setdefault("synth", t)
+        elif name == "TtsAudio":
+            turn.setdefault("audio", t)
+        elif name == "PlayAudio":
+            fakes = LLM_FIRST_TOKEN + max(tokens - 1, 0) * LLM_TOKEN_DELAY + TTS_FIRST_BYTE
+            overhead.append(t - turn["final"] - fakes)
+            if {"text", "synth", "audio"} <= turn.keys():
+                parts["llm"].append(turn["text"] - turn["final"] - LLM_FIRST_TOKEN)
+                parts["tts"].append(turn["audio"] - turn["synth"] - TTS_FIRST_BYTE)
+                parts["play"].append(t - turn["audio"])
+            turn = None
+    footer = records[-1] if records and records[-1]["kind"] == "footer" else None
+    return {
+        "overhead": overhead,
+        "parts": parts,
+        "barge_in": barge,
+        "complete": footer is not None,
+        "dropped_audio": footer.get("dropped_audio_frames", 0) if footer else 0,
+        "reason": footer.get("reason") if footer else None,
+    }
+
+
+async def run_step(n: int, seconds: float, fakes: dict, ramp: float, log_root: Path) -> dict:
+    """One ladder step: a fresh server, ``n`` callers, then its logs and /proc numbers."""
+    from fixtures.simulator import simulate
+
+    log_dir = Path(tempfile.mkdtemp(prefix=f"calls-{n}-", dir=log_root))
+    stats_file = log_dir / "server-stats.json"
+    script = caller_script(seconds)
+    rng = random.Random(n)
+    starts = sorted(rng.uniform(0, ramp) for _ in range(n))
+    results: list[Any] = []
+    failures: list[str] = []
+    async with trio.open_nursery() as nursery:
+        argv = [
+            "server",
+            "--fakes",
+            json.dumps(fakes),
+            "--log-dir",
+            str(log_dir),
+            "--stats",
+            str(stats_file),
+            "--max-seconds",
+            str(seconds + ramp + SAFETY_SECONDS),
+        ]
+        proc, info = await _start_process(argv, nursery)
+        stats = ProcStats(info["pid"])
+        await trio.sleep(0.5)
+        idle = stats.sample()
+        stop_sampling = trio.Event()
+        nursery.start_soon(_sampler, stats, stop_sampling)
+        t0 = time.perf_counter()
+
+        async def one(i: int, delay: float) -> None:
+            await trio.sleep(delay)
+            try:
+                result = await simulate(info["url"], script, speak=loud, call_id=f"load-{n}-{i}")
+                results.append(result)
+            except Exception as exc:  # a failed call is a result here, not a crash
+                failures.append(f"call {i}: {exc!r}"[:200])
+
+        with trio.move_on_after(seconds + ramp + 60):
+            async with trio.open_nursery() as calls:
+                for i, delay in enumerate(starts):
+                    calls.start_soon(one, i, delay)
+        t_end = time.perf_counter()
+        stop_sampling.set()
+        peak_rss = max(s[2] for s in stats.samples)
+        cpu = stats.cpu_percent(t0 + ramp, t0 + ramp + max(seconds - 5, 1))
+        cpu_all = stats.cpu_percent(t0, t_end)
+        await trio.sleep(1.0)  # let the hang-up webhooks finish the logs
+        await _stop_process(proc)
+    server = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    logs = [analyse_log(p) for p in sorted(log_dir.glob("*.jsonl"))]
+    overhead = [x for log in logs for x in log["overhead"]]
+    barge = [x for log in logs for x in log["barge_in"]]
+    stale = sum(r.stale_audio_after_clear for r in results)
+    v2v = [t.voice_to_voice for r in results for t in r.turns if t.voice_to_voice is not None]
+    missing_replies = sum(
+        1 for r in results for t in r.turns if not t.barge_in and t.voice_to_voice is None
+    )
+    no_clear = sum(1 for r in results if r.cleared < 1)
+    failed = len(failures) + (n - len(results) - len(failures))
+    incomplete = sum(1 for log in logs if not log["complete"]) + max(0, n - len(logs))
+    return {
+        "calls": n,
+        "failed": failed,
+        "incomplete_logs": incomplete,
+        "missing_replies": missing_replies,
+        "calls_without_clear": no_clear,
+        "stale_after_clear": stale,
+        "dropped_audio_frames": sum(log["dropped_audio"] for log in logs),
+        "overhead": _percentiles(overhead),
+        "barge_in": _percentiles(barge),
+        "voice_to_voice": _percentiles(v2v),
+        "overhead_parts": {
+            part: _percentiles([x for log in logs for x in log["parts"][part]])
+            for part in ("llm", "tts", "play")
+        },
+        "inbound_lag": _percentiles(server.get("inbound_lag", [])),
+        "loop_lag": _percentiles(server.get("loop_lag", [])),
+        "cpu_percent": cpu,
+        "cpu_percent_whole_run": cpu_all,
+        "rss_idle_mb": idle[2] / 2**20,
+        "rss_peak_mb": peak_rss / 2**20,
+        "rss_per_call_mb": (peak_rss - idle[2]) / 2**20 / n,
+        "failures": failures[:5],
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Load (ms unless noted; overhead = server's own share of voice-to-voice)")
+    for column in (
+        "calls",
+        "failed",
+        "overhead p50/p95/p99",
+        "barge-in p50/p95/p99",
+        "stale",
+        "inbound lag p50/p99/max",
+        "loop lag p99/max",
+        "CPU %",
+        "CPU %/call",
+        "RSS MB (idle→peak)",
+        "MB/call",
+    ):
+        table.add_column(column, justify="right")
+    for row in rows:
+        o, b, lag, loop = row["overhead"], row["barge_in"], row["inbound_lag"], row["loop_lag"]
+        table.add_row(
+            str(row["calls"]),
+            f"{row['failed']}+{row['incomplete_logs']}+{row['missing_replies']}",
+            f"{_ms(o['p50'])}/{_ms(o['p95'])}/{_ms(o['p99'])}",
+            f"{_ms(b['p50'])}/{_ms(b['p95'])}/{_ms(b['p99'])}",
+            str(row["stale_after_clear"]),
+            f"{_ms(lag['p50'])}/{_ms(lag['p99'])}/{_ms(lag['max'])}",
+            f"{_ms(loop['p99'])}/{_ms(loop['max'])}",
+            f"{row['cpu_percent']:.0f}",
+            f"{row['cpu_percent'] / row['calls']:.2f}",
+            f"{row['rss_idle_mb']:.0f}→{row['rss_peak_mb']:.0f}",
+            f"{row['rss_per_call_mb']:.2f}",
+        )
+    Console(width=220).print(table)
+
+
+def headline(rows: list[dict]) -> int | None:
+    """The most calls with p99 inbound lag under 20 ms and nothing failed."""
+    ok = [
+        r["calls"]
+        for r in rows
+        if r["inbound_lag"]["p99"] is not None
+        and r["inbound_lag"]["p99"] < 0.020
+        and r["failed"] == 0
+        and r["incomplete_logs"] == 0
+        and r["missing_replies"] == 0
+        and r["stale_after_clear"] == 0
+    ]
+    return max(ok) if ok else None
+
+
+async def bench_main(args: argparse.Namespace) -> None:
+    ladder = [int(x) for x in args.calls.split(",")]
+    seconds = args.seconds
+    log_root = Path(tempfile.mkdtemp(prefix="voice-load-"))
+    rows: list[dict] = []
+    async with trio.open_nursery() as nursery:
+        longest = seconds + max(ladder) * 0.05 + SAFETY_SECONDS
+        fakes_proc, fakes = await _start_process(
+            ["fakes", "--max-seconds", str(longest * len(ladder))], nursery
+        )
+        fake_stats = ProcStats(fakes_proc.pid)
+        try:
+            for n in ladder:
+                ramp = min(5.0, 0.05 * n)
+                print(f"-- {n} call(s), {seconds:.0f} s each, ramp {ramp:.1f} s", flush=True)
+                before = fake_stats.sample()
+                row = await run_step(n, seconds, fakes, ramp, log_root)
+                after = fake_stats.sample()
+                row["fakes_cpu_percent"] = 100 * (after[1] - before[1]) / (after[0] - before[0])
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "failures"}), flush=True)
+                for failure in row["failures"]:
+                    print("   ", failure, flush=True)
+        finally:
+            await _stop_process(fakes_proc)
+    print_table(rows)
+    best = headline(rows)
+    print(f"headline: {best} concurrent calls with p99 inbound lag < 20 ms and no failure")
+    print(f"call logs: {log_root}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "headline": best}, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="role")
+    p = sub.add_parser("fakes")
+    p.add_argument("--max-seconds", type=float, default=600)
+    p = sub.add_parser("server")
+    p.add_argument("--fakes", required=True)
+    p.add_argument("--log-dir", required=True)
+    p.add_argument("--stats", required=True)
+    p.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument("--quick", action="store_true", help="1 and 10 calls, 25 s each")
+    parser.add_argument("--calls", default="1,10,50,100,200")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each call")
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    args = parser.parse_args()
+    if args.role == "fakes":
+        trio.run(fakes_main, args)
+    elif args.role == "server":
+        trio.run(server_main, args)
+    else:
+        if args.quick:
+            args.calls, args.seconds = "1,10", 25.0
+        trio.run(bench_main, args)
+
+
+if __name__ == "__main__":
+    main()
