@@ -20,6 +20,8 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # one line per request is noise next to a call's own log
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def build_app(settings):
@@ -104,7 +106,8 @@ async def _serve_main(args) -> int:
     return 0
 
 
-async def _call_main(args) -> int:
+async def place_call(to: str, from_: str) -> int:
+    """``voice-agent call``: the exit status; the call id on stdout, a clear reason on stderr."""
     from adapters.settings import ServerSettings
     from adapters.vobiz_rest import VobizApiError, VobizRest
 
@@ -122,8 +125,8 @@ async def _call_main(args) -> int:
     try:
         async with rest:
             call_id = await rest.make_call(
-                args.from_,
-                args.to,
+                from_,
+                to,
                 f"{settings.public_url}/answer",
                 f"{settings.public_url}/hangup",
             )
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return trio.run(_serve_main, args)
     if args.command == "call":
-        return trio.run(_call_main, args)
+        return trio.run(place_call, args.to, args.from_)
     from adapters import demo
 
     if args.command == "simulate":

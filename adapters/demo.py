@@ -24,9 +24,9 @@ DEMO_SCRIPT = CallerScript(
     lines=(
         CallerLine("I would like to book a table."),
         CallerLine("What are your opening hours?"),
-        CallerLine("Sorry. For four people.", wait_for_agent=False, barge_in_after=2.0),
+        CallerLine("For four people.", wait_for_agent=False, barge_in_after=2.0),
         CallerLine("Tomorrow at seven."),
-        CallerLine("No thank you. Goodbye."),
+        CallerLine("No thank you, goodbye."),
     ),
     hang_up_after=80.0,
 )

@@ -84,6 +84,13 @@ class Script:
     fallback: str
     intents: tuple[Intent, ...]
     source: str = ""
+    #: Whole phrases callers are expected to say (TOML ``hints``), for an offline recognizer.
+    phrases: tuple[str, ...] = ()
+
+    @property
+    def hints(self) -> tuple[str, ...]:
+        """What to tell a recognizer to expect: the script's phrases, else its keywords."""
+        return self.phrases or self.keyphrases
 
     @property
     def keyphrases(self) -> tuple[str, ...]:
@@ -172,7 +179,10 @@ def parse_script(data: Mapping[str, Any], source: str = "<script>") -> Script:
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str):
         raise fail("top level: 'name' must be a string")
-    return Script(name, greeting, fallback, tuple(intents), source)
+    phrases = data.get("hints", [])
+    if not isinstance(phrases, list) or not all(isinstance(h, str) and words(h) for h in phrases):
+        raise fail("top level: 'hints' must be a list of phrases")
+    return Script(name, greeting, fallback, tuple(intents), source, tuple(phrases))
 
 
 def placeholders(template: str) -> set[str]:

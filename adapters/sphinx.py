@@ -81,7 +81,10 @@ class SphinxRecognizer:
         if not alternatives:
             raise ValueError("none of the hint words is in the pronouncing dictionary")
         body = " | ".join(f"( {phrase} )" for phrase in alternatives)
-        grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = ( {body} )+ ;\n"
+        # One phrase, optionally followed by a second ("sorry" + "for four people"). An
+        # unbounded repetition ( … )+ let the search wander: finishing an utterance took
+        # 1-3 s and noise after the words became extra phrases.
+        grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = ( {body} ) [ {body} ] ;\n"
         self.decoder.add_jsgf_string("hints", grammar)
         self.decoder.activate_search("hints")
         return frozenset(w for phrase in alternatives for w in phrase.split())

@@ -66,7 +66,7 @@ def build_providers(
         script = load_script(extra.get("script"))
         brain = ScriptedBrain(script)
         config = attrs.evolve(config, greeting=script.greeting)
-        hints = script.keyphrases
+        hints = script.hints
 
     if stt == "deepgram":
         from adapters.deepgram_stt import DeepgramSTT
