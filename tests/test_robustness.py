@@ -278,3 +278,77 @@ async def test_shutdown_drains_refuses_new_calls_and_ends_live_ones(tmp_path):
     assert "<Stream" not in busy.text and "<Hangup" in busy.text
     recs = records(path)
     assert recs[-1]["reason"] == "server shutdown"
+
+
+# -- REST hang-up and transfer ------------------------------------------------------------------
+
+
+class Hears:
+    """A recognizer that hears one final sentence at the first frame."""
+
+    def __call__(self):
+        return self
+
+    async def run(self, audio, link):
+        heard = False
+        async for _ in audio:
+            if not heard:
+                heard = True
+                await link.emit(ev.Transcript("that is all", is_final=True, speech_final=True))
+
+
+class Ends(Quiet):
+    def __init__(self, tool: str, arguments: str = "{}"):
+        self.tool, self.arguments = tool, arguments
+
+    async def complete(self, turn, messages, link):
+        await link.emit(ev.LlmText(turn, "Goodbye. "))
+        await link.emit(ev.LlmToolCall(turn, self.tool, self.arguments, "c1"))
+        await link.emit(ev.LlmDone(turn))
+
+
+async def agent_ends_call(tmp_path, monkeypatch, tool, arguments="{}", fail=None):
+    from fixtures.fake_vobiz_rest import fake_vobiz_rest
+
+    async with fake_vobiz_rest() as fake:
+        monkeypatch.setenv("VOBIZ_AUTH_ID", fake.auth_id)
+        monkeypatch.setenv("VOBIZ_AUTH_TOKEN", fake.auth_token)
+        monkeypatch.setenv("VOBIZ_API_URL", fake.url)
+        providers = Providers(stt=Hears(), llm=Ends(tool, arguments), tts=Quiet())
+        s = server_settings(tmp_path, vobiz_auth_id=fake.auth_id)
+        async with running_server(s, AgentConfig(), providers) as app:
+            fake.live_calls["call-rest"] = {}
+            if fail:
+                fake.fail_next(fail, "no such call")
+            url = await socket_url(app.base_url, "call-rest")
+            seen = []
+            async with open_client(url) as ws:
+                await ws.send_message(start("call-rest"))
+                await ws.send_message(media())
+                with trio.fail_after(10), contextlib.suppress(ConnectionClosed):
+                    while True:
+                        message = json.loads(await ws.get_message())
+                        seen.append(message["event"])
+                        if message["event"] == "checkpoint":
+                            name = message["name"]
+                            await ws.send_message(
+                                json.dumps({"event": "playedStream", "name": name})
+                            )
+                        if message["event"] == "stop":
+                            break
+            (path,) = await finished(app)
+        return seen, fake.requests, records(path)
+
+
+async def test_an_agent_hangup_stops_the_stream_and_deletes_the_call(tmp_path, monkeypatch):
+    seen, requests, recs = await agent_ends_call(tmp_path, monkeypatch, "end_call")
+    assert "stop" in seen
+    assert [(r.method, r.path.rsplit("/", 2)[-2]) for r in requests] == [("DELETE", "call-rest")]
+    assert notes(recs, "rest_hangup")[0]["ok"] is True
+
+
+async def test_a_rest_failure_is_a_note_not_a_crash(tmp_path, monkeypatch):
+    seen, _, recs = await agent_ends_call(tmp_path, monkeypatch, "end_call", fail=404)
+    assert "stop" in seen
+    (note,) = notes(recs, "rest_hangup")
+    assert note["ok"] is False and "no such call" in note["error"]
