@@ -136,12 +136,16 @@ class InboundProbe:
         return out
 
 
-async def _loop_lag(samples: array, stop: trio.Event) -> None:
+async def _loop_lag(samples: array, stalls: list, stop: trio.Event) -> None:
     """Overshoot of a 10 ms sleep: how long B's trio loop was busy elsewhere."""
+    t0 = time.perf_counter()
     while not stop.is_set():
         t = time.perf_counter()
         await trio.sleep(0.01)
-        samples.append(time.perf_counter() - t - 0.01)
+        lag = time.perf_counter() - t - 0.01
+        samples.append(lag)
+        if lag > 0.05:
+            stalls.append((round(t - t0, 3), round(lag, 3)))
 
 
 async def server_main(args: argparse.Namespace) -> None:
@@ -175,6 +179,7 @@ async def server_main(args: argparse.Namespace) -> None:
     probe.install()
     app = create_app(settings, config, providers)
     loop_lag = array("d")
+    stalls: list = []
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
@@ -186,13 +191,13 @@ async def server_main(args: argparse.Namespace) -> None:
         import attrs
 
         app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
-        nursery.start_soon(_loop_lag, loop_lag, shutdown)
+        nursery.start_soon(_loop_lag, loop_lag, stalls, shutdown)
         print(json.dumps({"url": base, "pid": os.getpid()}), flush=True)
         with trio.move_on_after(args.max_seconds):
             await _until_stdin_closes()
         shutdown.set()
     Path(args.stats).write_text(
-        json.dumps({"inbound_lag": probe.lags(), "loop_lag": list(loop_lag)})
+        json.dumps({"inbound_lag": probe.lags(), "loop_lag": list(loop_lag), "stalls": stalls})
     )
 
 
@@ -354,7 +359,9 @@ def analyse_log(path: Path) -> dict[str, Any]:
     }
 
 
-async def run_step(n: int, seconds: float, fakes: dict, ramp: float, log_root: Path) -> dict:
+async def run_step(
+    n: int, seconds: float, fakes: dict, ramp: float, log_root: Path, profile: bool = False
+) -> dict:
     """One ladder step: a fresh server, ``n`` callers, then its logs and /proc numbers."""
     from fixtures.simulator import simulate
 
@@ -377,6 +384,8 @@ async def run_step(n: int, seconds: float, fakes: dict, ramp: float, log_root: P
             "--max-seconds",
             str(seconds + ramp + SAFETY_SECONDS),
         ]
+        if profile:
+            argv += ["--profile", str(log_dir / "server.prof")]
         proc, info = await _start_process(argv, nursery)
         stats = ProcStats(info["pid"])
         await trio.sleep(0.5)
@@ -438,6 +447,7 @@ async def run_step(n: int, seconds: float, fakes: dict, ramp: float, log_root: P
         "rss_idle_mb": idle[2] / 2**20,
         "rss_peak_mb": peak_rss / 2**20,
         "rss_per_call_mb": (peak_rss - idle[2]) / 2**20 / n,
+        "stalls_over_50ms": server.get("stalls", [])[:20],
         "failures": failures[:5],
     }
 
@@ -514,7 +524,7 @@ async def bench_main(args: argparse.Namespace) -> None:
                 ramp = min(5.0, 0.05 * n)
                 print(f"-- {n} call(s), {seconds:.0f} s each, ramp {ramp:.1f} s", flush=True)
                 before = fake_stats.sample()
-                row = await run_step(n, seconds, fakes, ramp, log_root)
+                row = await run_step(n, seconds, fakes, ramp, log_root, args.profile)
                 after = fake_stats.sample()
                 row["fakes_cpu_percent"] = 100 * (after[1] - before[1]) / (after[0] - before[0])
                 rows.append(row)
@@ -540,16 +550,23 @@ def main() -> None:
     p.add_argument("--fakes", required=True)
     p.add_argument("--log-dir", required=True)
     p.add_argument("--stats", required=True)
+    p.add_argument("--profile", default=None, help="write a cProfile of the server here")
     p.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, 25 s each")
     parser.add_argument("--calls", default="1,10,50,100,200")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each call")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--profile", action="store_true", help="cProfile the server per step")
     args = parser.parse_args()
     if args.role == "fakes":
         trio.run(fakes_main, args)
     elif args.role == "server":
-        trio.run(server_main, args)
+        if args.profile:
+            import cProfile
+
+            cProfile.runctx("trio.run(server_main, args)", globals(), locals(), args.profile)
+        else:
+            trio.run(server_main, args)
     else:
         if args.quick:
             args.calls, args.seconds = "1,10", 25.0
