@@ -53,6 +53,10 @@ class Providers:
     llm: LanguageModel
     tts: TextToSpeech
     names: dict[str, str] = attrs.field(factory=dict)
+    #: A local VAD run beside the recognizer for fast barge-in (None: the recognizer's own).
+    vad: SpeechToText | None = None
+    #: Whether the recognizer's SpeechStarted/SpeechStopped reach the engine.
+    stt_speech_events: bool = True
 
     async def aclose(self) -> None:
         """Close pooled connections (they belong to the trio run that opened them)."""
@@ -103,6 +107,7 @@ class CallSession:
         self.log = CallLogger(logger, {"call_id": self.call_id})
         self.events_tx, self.events_rx = trio.open_memory_channel[ev.Event](EVENT_BUFFER)
         self.audio_tx, self.audio_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
+        self.vad_tx, self.vad_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
         self.inbound = InboundConverter(start.encoding, start.sample_rate)
         self.outbound = OutboundConverter(start.encoding, start.sample_rate)
         self.framer = Framer()
@@ -165,6 +170,8 @@ class CallSession:
                 self._nursery = nursery
                 nursery.start_soon(self._receive, transport)
                 nursery.start_soon(self._run_stt)
+                if self.options.providers.vad is not None:
+                    nursery.start_soon(self._run_vad, self.options.providers.vad)
                 await self.events_tx.send(ev.CallStarted(self.call_id, self.start.stream_id))
                 await self._engine_loop()
                 nursery.cancel_scope.cancel()
@@ -229,12 +236,19 @@ class CallSession:
                 if isinstance(event, ev.CallEnded):
                     return
 
+    def _offer(self, channel: trio.MemorySendChannel[bytes], audio: bytes) -> None:
+        """Caller audio never waits: a consumer that falls 5 s behind loses frames (counted)."""
+        try:
+            channel.send_nowait(audio)
+        except trio.WouldBlock:
+            self.dropped_audio += 1
+
     def _translate(self, message: vobiz.Inbound) -> ev.Event | None:
         if isinstance(message, vobiz.Media):
-            try:
-                self.audio_tx.send_nowait(self.inbound.to_ulaw8k(message.payload))
-            except trio.WouldBlock:
-                self.dropped_audio += 1
+            audio = self.inbound.to_ulaw8k(message.payload)
+            self._offer(self.audio_tx, audio)
+            if self.options.providers.vad is not None:
+                self._offer(self.vad_tx, audio)
             return None
         if isinstance(message, vobiz.PlayedStream):
             return ev.PlaybackMarked(message.name)
@@ -266,11 +280,26 @@ class CallSession:
 
     # -- providers ---------------------------------------------------------------------
     async def _run_stt(self) -> None:
+        link = self.link
+        if not self.options.providers.stt_speech_events:
+            link = attrs.evolve(link, emit=self._emit_words_only)
         try:
-            await self.options.providers.stt().run(self.audio_rx, self.link)
+            await self.options.providers.stt().run(self.audio_rx, link)
         except Exception as exc:
             self.log.exception("speech recognition failed; the call goes on without it")
             self.note("stt_failed", reason=repr(exc))
+
+    async def _emit_words_only(self, event: ev.Event) -> None:
+        """The recognizer's voice events are dropped when the local VAD drives barge-in."""
+        if not isinstance(event, ev.SpeechStarted | ev.SpeechStopped):
+            await self._emit(event)
+
+    async def _run_vad(self, vad: SpeechToText) -> None:
+        try:
+            await vad.run(self.vad_rx, self.link)
+        except Exception as exc:
+            self.log.exception("local VAD failed; barge-in falls back to the recognizer")
+            self.note("vad_failed", reason=repr(exc))
 
     async def _run_llm(self, turn: int, messages: tuple, scope: trio.CancelScope) -> None:
         with scope:

@@ -43,6 +43,7 @@ class ServerSettings:
     stt: str = "auto"  # auto | offline | deepgram
     llm: str = "auto"  # auto | scripted | openai
     tts: str = "auto"  # auto | offline | openai | deepgram
+    barge_in: str = "both"  # what notices the caller talking over the agent: vad | stt | both
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
@@ -66,6 +67,7 @@ class ServerSettings:
             "stt": env.get("STT_PROVIDER", "auto"),
             "llm": env.get("LLM_PROVIDER", "auto"),
             "tts": env.get("TTS_PROVIDER", "auto"),
+            "barge_in": env.get("BARGE_IN_SOURCE", "both"),
         }
         values.update(overrides)
         return cls(**values)

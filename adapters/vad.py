@@ -101,3 +101,34 @@ class FrameClassifier:
         if len(ulaw_frame) != FRAME_BYTES:
             raise ValueError(f"a frame is {FRAME_BYTES} bytes of mu-law, got {len(ulaw_frame)}")
         return self._vad.is_speech(ulaw_decode(ulaw_frame).tobytes(), PHONE_RATE)
+
+
+class LocalVad:
+    """Barge-in from the caller's audio itself: webrtcvad, no network round trip.
+
+    A cloud recognizer's ``SpeechStarted`` arrives after the audio crossed the
+    network and was analysed; this one fires ``onset_s`` after the first
+    speech frame reached us. It emits only ``SpeechStarted``/``SpeechStopped``
+    (source ``"vad"``); words still come from the recognizer.
+    """
+
+    def __init__(self, mode: int = 3, onset_s: float = 0.1, offset_s: float = 0.5) -> None:
+        self.mode = mode
+        self.onset_s = onset_s
+        self.offset_s = offset_s
+
+    async def run(self, audio, link) -> None:  # AudioSource, CallLink
+        from adapters.audio import Framer
+        from engine.events import SpeechStarted, SpeechStopped
+
+        classifier = FrameClassifier(self.mode)
+        segmenter = VadSegmenter(self.onset_s, self.offset_s)
+        framer = Framer()
+        async for chunk in audio:
+            now = link.now()
+            for frame in framer.push(chunk):
+                change = segmenter.push(classifier.is_speech(frame), now)
+                if isinstance(change, VoiceStarted):
+                    await link.emit(SpeechStarted(at=change.at, source="vad"))
+                elif isinstance(change, VoiceStopped):
+                    await link.emit(SpeechStopped(at=change.at, source="vad"))

@@ -91,8 +91,24 @@ def build_providers(
 
         voice = EspeakTTS(Espeak(**extra.get("espeak", {})))
 
-    names = {"stt": stt, "llm": llm, "tts": tts}
-    return Providers(stt=stt_factory, llm=brain, tts=voice, names=names), config
+    if settings.barge_in not in ("vad", "stt", "both"):
+        raise ValueError(f"BARGE_IN_SOURCE {settings.barge_in!r}: choose vad, stt or both")
+    # The offline recognizer already runs the local VAD; a cloud one gets it beside it.
+    vad = None
+    if stt == "deepgram" and settings.barge_in in ("vad", "both"):
+        from adapters.vad import LocalVad
+
+        vad = LocalVad()
+    names = {"stt": stt, "llm": llm, "tts": tts, "barge_in": settings.barge_in}
+    providers = Providers(
+        stt=stt_factory,
+        llm=brain,
+        tts=voice,
+        names=names,
+        vad=vad,
+        stt_speech_events=not (stt == "deepgram" and settings.barge_in == "vad"),
+    )
+    return providers, config
 
 
 def describe(providers: Providers) -> str:

@@ -40,7 +40,7 @@ def brain(messages):
     )
 
 
-def providers(deepgram, openai) -> Providers:
+def providers(deepgram, openai, **options) -> Providers:
     def stt():
         return DeepgramSTT(DeepgramSettings(api_key=deepgram.api_key, url=deepgram.url))
 
@@ -49,10 +49,11 @@ def providers(deepgram, openai) -> Providers:
         llm=OpenAIChat(ChatSettings(base_url=openai.base_url, api_key="test")),
         tts=OpenAISpeech(SpeechSettings(base_url=openai.base_url, api_key="test", model="tts-1")),
         names={"stt": "deepgram", "llm": "openai", "tts": "openai"},
+        **options,
     )
 
 
-async def run_call(tmp_path, script, **fake_knobs):
+async def run_call(tmp_path, script, provider_options=None, speak=loud, **fake_knobs):
     settings = ServerSettings.from_env({}, call_log_dir=tmp_path, stream_secret="k" * 32)
     config = AgentConfig(greeting="Hello, Roma restaurant.", false_interruption_timeout=3.0)
     fake = FakeOpenAI(script=brain, speech_chunk_delay=0.02, **fake_knobs)
@@ -60,9 +61,11 @@ async def run_call(tmp_path, script, **fake_knobs):
     async with (
         run_fake_deepgram(transcripts=transcripts) as deepgram,
         run_fake_openai(fake) as openai,
-        running_server(settings, config, providers(deepgram, openai)) as app,
+        running_server(
+            settings, config, providers(deepgram, openai, **(provider_options or {}))
+        ) as app,
     ):
-        result = await simulate(app.base_url, script, speak=loud)
+        result = await simulate(app.base_url, script, speak=speak)
         for _ in range(100):
             if app.hub.finished:
                 break
@@ -110,3 +113,19 @@ async def test_the_caller_hanging_up_mid_reply_leaves_a_complete_log(tmp_path):
     assert footer["kind"] == "footer"
     assert footer["reason"] == "socket closed"
     assert replay(lines).identical
+
+
+async def test_the_local_vad_alone_drives_barge_in_beside_a_cloud_recognizer(tmp_path):
+    from adapters.espeak import Espeak
+    from adapters.vad import LocalVad
+
+    voice = Espeak(voice="en-us+f2").synthesize_ulaw8k
+    options = {"vad": LocalVad(), "stt_speech_events": False}
+    result, logs, _ = await run_call(tmp_path, BARGE_IN, options, speak=voice)
+    assert result.cleared >= 1
+    assert result.stale_audio_after_clear == 0
+    (log,) = logs
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    sources = {r["source"] for r in records if r.get("event") == "SpeechStarted"}
+    assert sources == {"vad"}
+    assert replay(log.read_text().splitlines()).identical
