@@ -138,8 +138,10 @@ def test_synthesis_from_many_threads_keeps_each_voice():
         thread.start()
     for thread in threads:
         thread.join()
-    for i in range(12):  # a thread that got another's voice or rate would be far off
-        assert abs(results[i] - expected[i % 3]) < 0.02 * expected[i % 3]
+    # A thread that got another's voice or rate would be >= 30 % off; espeak's own drift
+    # between sentences reached 5.5 % here on a loaded machine.
+    for i in range(12):
+        assert abs(results[i] - expected[i % 3]) < 0.12 * expected[i % 3]
 
 
 async def test_espeak_tts_emits_chunks_then_done():
