@@ -76,6 +76,21 @@ async def serve_app(
                 await hub.rest.aclose()
 
 
+async def serve_on_loopback(nursery: trio.Nursery, app, shutdown: trio.Event) -> str:
+    """Serve ``app`` on a free 127.0.0.1 port (tests, demo, benchmarks); return its base URL.
+
+    The app's public URL becomes that address, so the stream URLs it hands out point back here.
+    """
+    binds = await nursery.start(
+        lambda task_status: serve_app(
+            app, "127.0.0.1", 0, shutdown=shutdown, task_status=task_status
+        )
+    )
+    base = binds[0].replace("0.0.0.0", "127.0.0.1")
+    app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
+    return base
+
+
 async def _serve_main(args) -> int:
     from adapters.settings import ServerSettings
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import attrs
 import trio
 from rich.console import Console
 
@@ -33,7 +32,7 @@ DEMO_SCRIPT = CallerScript(
 
 
 async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> int:
-    from adapters.cli import build_app, serve_app
+    from adapters.cli import build_app, serve_on_loopback
     from adapters.settings import ServerSettings
     from engine.calllog import read_log
     from engine.replay import replay
@@ -47,11 +46,7 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
     console.print(f"[bold]{_describe(hub)}[/bold]")
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            functools.partial(serve_app, app, settings.host, 0, shutdown=shutdown)
-        )
-        base = binds[0]
-        hub.settings = attrs.evolve(hub.settings, public_url=base)
+        base = await serve_on_loopback(nursery, app, shutdown)
         console.print(f"server on {base}; calling it as a simulated Vobiz caller…\n")
         result = await simulate(
             base, DEMO_SCRIPT, on_event=functools.partial(print_entry, console=console)

@@ -149,7 +149,7 @@ async def _loop_lag(samples: array, stalls: list, stop: trio.Event) -> None:
 
 
 async def server_main(args: argparse.Namespace) -> None:
-    from adapters.cli import serve_app
+    from adapters.cli import serve_on_loopback
     from adapters.deepgram_stt import DeepgramSettings, DeepgramSTT
     from adapters.openai_chat import ChatSettings, OpenAIChat
     from adapters.openai_speech import OpenAISpeech, SpeechSettings
@@ -182,15 +182,7 @@ async def server_main(args: argparse.Namespace) -> None:
     stalls: list = []
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve_app(
-                app, "127.0.0.1", 0, shutdown=shutdown, task_status=task_status
-            )
-        )
-        base = binds[0].replace("0.0.0.0", "127.0.0.1")
-        import attrs
-
-        app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
+        base = await serve_on_loopback(nursery, app, shutdown)
         nursery.start_soon(_loop_lag, loop_lag, stalls, shutdown)
         print(json.dumps({"url": base, "pid": os.getpid()}), flush=True)
         with trio.move_on_after(args.max_seconds):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import attrs
 import trio
 
-from adapters.cli import serve_app
+from adapters.cli import serve_on_loopback
 from adapters.server import create_app
 from adapters.settings import ServerSettings
 
@@ -19,14 +18,7 @@ async def running_server(settings: ServerSettings, config, providers) -> AsyncIt
     app = create_app(settings, config, providers)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve_app(
-                app, "127.0.0.1", 0, shutdown=shutdown, task_status=task_status
-            )
-        )
-        base = binds[0].replace("0.0.0.0", "127.0.0.1")
-        app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
-        app.base_url = base
+        app.base_url = await serve_on_loopback(nursery, app, shutdown)
         try:
             yield app
         finally:

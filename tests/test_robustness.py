@@ -8,7 +8,6 @@ import contextlib
 import json
 from pathlib import Path
 
-import attrs
 import httpx
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from serving import running_server
 from trio_websocket import ConnectionClosed
 
-from adapters.cli import serve_app
+from adapters.cli import serve_on_loopback
 from adapters.runner import STT_BUFFER_FRAMES, Providers
 from adapters.server import create_app
 from adapters.settings import ServerSettings
@@ -256,13 +255,7 @@ async def test_shutdown_drains_refuses_new_calls_and_ends_live_ones(tmp_path):
     app = create_app(server_settings(tmp_path, drain_timeout=0.5), AgentConfig(), quiet())
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve_app(
-                app, "127.0.0.1", 0, shutdown=shutdown, task_status=task_status
-            )
-        )
-        base = binds[0].replace("0.0.0.0", "127.0.0.1")
-        app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
+        base = await serve_on_loopback(nursery, app, shutdown)
         url = await socket_url(base, "live")
         async with open_client(url) as ws:
             await ws.send_message(start("live"))
