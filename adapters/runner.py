@@ -88,6 +88,8 @@ class CallOptions:
     on_hangup: Callable[[str], Awaitable[None]] | None = None  # REST hang-up, where configured
     on_transfer: Callable[[str, str], Awaitable[None]] | None = None
     versions: dict[str, str] = attrs.field(factory=dict)
+    #: How long a call whose socket dropped waits for Vobiz to reconnect (0: it ends at once).
+    reconnect_window: float = 0.0
 
 
 def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
@@ -139,6 +141,7 @@ class CallSession:
         self._tts_slots = trio.Semaphore(TTS_LOOKAHEAD)
         self._nursery: trio.Nursery | None = None
         self._transport: Transport | None = None
+        self._sockets = 0  # sockets served so far; the newest one is the live one
         self.link = CallLink(self.call_id, self._emit, self.now, self.log)
 
     # -- time and events -------------------------------------------------------------
@@ -162,13 +165,16 @@ class CallSession:
         self.writer.note(self.now(), what, **fields)
 
     # -- the call --------------------------------------------------------------------
-    async def run(self, transport: Transport) -> None:
-        """Run the call until it ends; the log always gets its footer."""
-        self._transport = transport
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the call until it ends; the log always gets its footer.
+
+        Sockets come and go through :meth:`serve_socket`: with stream retries on,
+        Vobiz reconnects a dropped stream and the same conversation goes on.
+        """
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._receive, transport)
+                task_status.started()
                 nursery.start_soon(self._run_stt)
                 if self.options.providers.vad is not None:
                     nursery.start_soon(self._run_vad, self.options.providers.vad)
@@ -181,6 +187,43 @@ class CallSession:
         finally:
             with trio.move_on_after(2, shield=True):
                 self._finish()
+
+    async def serve_socket(self, transport: Transport, start: vobiz.Start | None = None) -> None:
+        """Carry one media socket's frames into the call until the socket goes away.
+
+        ``start`` is given for a reconnected stream (a fresh ``start``, new stream id,
+        same call): later frames go out on the new socket.
+        """
+        if start is not None:
+            self.note("stream_reconnected", stream_id=start.stream_id)
+            self.log.info("stream reconnected as %s", start.stream_id)
+            self.start = start
+            self.inbound = InboundConverter(start.encoding, start.sample_rate)
+            self.outbound = OutboundConverter(start.encoding, start.sample_rate)
+            self.framer.reset()
+        self._transport = transport
+        self._sockets += 1
+        mine = self._sockets
+        try:
+            await self._receive(transport)
+        finally:
+            self._socket_lost(mine)
+
+    def _socket_lost(self, which: int) -> None:
+        """The socket closed (or its handler was cancelled): end the call, or wait for a retry."""
+        if which != self._sockets or self.core.ended:
+            return  # an old socket, or the call is already over
+        window = self.options.reconnect_window
+        if window > 0 and self._nursery is not None:
+            self.note("stream_lost", waiting=window)
+            self._nursery.start_soon(self._await_reconnect, which, window)
+        else:
+            self.end_from_outside("socket closed")
+
+    async def _await_reconnect(self, which: int, window: float) -> None:
+        await trio.sleep(window)
+        if which == self._sockets:
+            await self.events_tx.send(ev.CallEnded("socket closed (no reconnect)"))
 
     async def _engine_loop(self) -> None:
         async for event in self.events_rx:
@@ -212,12 +255,12 @@ class CallSession:
 
     # -- inbound: translate and forward, nothing else ----------------------------------------
     async def _receive(self, transport: Transport) -> None:
+        """Translate and forward, nothing else; returns when the socket closes or the stream ends."""
         seen_unknown: set[str] = set()
         while True:
             try:
                 frame = await transport.receive()
             except Exception:  # the socket closed: the normal end of a Vobiz call
-                await self.events_tx.send(ev.CallEnded("socket closed"))
                 return
             try:
                 message = vobiz.parse(

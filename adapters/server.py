@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import time
+from typing import Any
 from xml.sax.saxutils import escape
 
 import attrs
@@ -27,6 +28,8 @@ log = logging.getLogger("voice_agent.server")
 #: Frames accepted before ``start`` before the socket is refused (media may race ahead of it).
 MAX_FRAMES_BEFORE_START = 50
 START_TIMEOUT = 10.0
+#: With stream retries on, how long a call whose socket dropped waits for Vobiz to reconnect.
+RECONNECT_WINDOW = 5.0
 
 
 def version() -> str:
@@ -37,11 +40,23 @@ def version() -> str:
 
 
 class QuartTransport(Transport):
+    """One accepted media socket. Holds the concrete websocket, not quart's context-bound
+    proxy, because the call (and its sends) may outlive the handler that accepted it."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
     async def receive(self) -> str | bytes:
-        return await websocket.receive()
+        return await self.ws.receive()
 
     async def send(self, text: str) -> None:
-        await websocket.send(text)
+        await self.ws.send(text)
+
+
+async def _shielded(session: CallSession, task_status: trio.TaskStatus[None]) -> None:
+    """The call outlives a dropped socket (quart-trio cancels that socket's handler)."""
+    with trio.CancelScope(shield=True):
+        await session.run(task_status=task_status)
 
 
 @attrs.define
@@ -73,6 +88,7 @@ class CallHub:
                 else None
             ),
             versions={"vobiz-voice-agent": version(), "trio": trio.__version__},
+            reconnect_window=RECONNECT_WINDOW if self.settings.stream_retries else 0.0,
         )
 
     def _transfer_url(self, to: str) -> str:
@@ -129,6 +145,7 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
         xml = vobiz.answer_xml(
             f"{settings.ws_base}/ws?token={token}",
             f"{settings.public_url}/stream-status",
+            max_retries=settings.stream_retries,
         )
         return Response(xml, content_type="application/xml")
 
@@ -192,12 +209,19 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
         start = await _await_start(call_id)
         if start is None:
             return None
+        transport = QuartTransport(websocket._get_current_object())
+        live = hub.live.get(call_id)
+        if live is not None:  # Vobiz reconnected a dropped stream: the same call goes on
+            await live.serve_socket(transport, start)
+            return None
         info = hub.answered.pop(call_id, {})
         session = CallSession(start, hub.options(), info.get("caller", ""), info.get("callee", ""))
         hub.live[call_id] = session
         hub.idle = trio.Event()
         try:
-            await session.run(QuartTransport())
+            async with trio.open_nursery() as nursery:
+                await nursery.start(_shielded, session)
+                await session.serve_socket(transport)
         finally:
             hub.live.pop(call_id, None)
             hub.finished.append(session.path)

@@ -39,6 +39,8 @@ class ServerSettings:
     record_audio: bool = False
     validate_signatures: bool = False
     token_ttl: float = 300.0
+    #: Vobiz ``maxRetries``: reconnects of a dropped media stream (0-10); the call waits for them.
+    stream_retries: int = 0
     drain_timeout: float = 30.0
     stt: str = "auto"  # auto | offline | deepgram
     llm: str = "auto"  # auto | scripted | openai
@@ -64,6 +66,7 @@ class ServerSettings:
             "record_audio": _bool(env.get("RECORD_AUDIO"), False),
             "validate_signatures": _bool(env.get("VALIDATE_SIGNATURES"), token is not None),
             "drain_timeout": float(env.get("DRAIN_TIMEOUT", "30")),
+            "stream_retries": int(env.get("STREAM_RETRIES", "0")),
             "stt": env.get("STT_PROVIDER", "auto"),
             "llm": env.get("LLM_PROVIDER", "auto"),
             "tts": env.get("TTS_PROVIDER", "auto"),

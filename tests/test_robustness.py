@@ -345,3 +345,60 @@ async def test_a_rest_failure_is_a_note_not_a_crash(tmp_path, monkeypatch):
     assert "stop" in seen
     (note,) = notes(recs, "rest_hangup")
     assert note["ok"] is False and "no such call" in note["error"]
+
+
+# -- reconnect -----------------------------------------------------------------------------------
+
+
+class Talker(Quiet):
+    """Answers every turn with "Noted." and voices each sentence as 0.1 s of audio."""
+
+    async def complete(self, turn, messages, link):
+        await link.emit(ev.LlmText(turn, "Noted."))
+        await link.emit(ev.LlmDone(turn))
+
+    async def synthesize(self, turn, seq, text, link):
+        await link.emit(ev.TtsAudio(turn, seq, b"\x7f" * 800))
+        await link.emit(ev.TtsDone(turn, seq))
+
+
+async def test_a_reconnected_stream_continues_the_same_call_on_the_new_socket(tmp_path):
+    providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
+    settings_ = server_settings(tmp_path, stream_retries=2)
+    async with running_server(settings_, AgentConfig(), providers) as app:
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(f"{app.base_url}/answer", data={"CallUUID": "call-again"})
+        assert 'maxRetries="2"' in reply.text
+        url = stream_url(reply.text)
+        async with open_client(url) as first:
+            await first.send_message(start("call-again", "stream-1"))
+            greeting = json.loads(await first.get_message())
+            assert greeting["event"] == "playAudio"
+        # The first socket dropped; Vobiz opens a new one with a fresh start.
+        async with open_client(url) as second:
+            await second.send_message(start("call-again", "stream-2"))
+            await second.send_message(json.dumps({"event": "dtmf", "dtmf": {"digit": "5"}}))
+            with trio.fail_after(5):
+                while True:
+                    frame = json.loads(await second.get_message())
+                    if frame["event"] == "checkpoint":
+                        break
+            assert frame["streamId"] == "stream-2"
+            assert len(app.hub.live) == 1
+        (path,) = await finished(app)
+    recs = records(path)
+    assert [r["kind"] for r in recs].count("header") == 1
+    assert notes(recs, "stream_lost") and notes(recs, "stream_reconnected")
+    assert any(r.get("event") == "DtmfPressed" for r in recs)  # heard on the new socket
+    assert recs[-1]["reason"].startswith("socket closed")
+
+
+async def test_without_retries_a_dropped_socket_ends_the_call_at_once(tmp_path):
+    async with running_server(server_settings(tmp_path), AgentConfig(), quiet()) as app:
+        url = await socket_url(app.base_url, "call-once")
+        async with open_client(url) as ws:
+            await ws.send_message(start("call-once"))
+        (path,) = await finished(app)
+    recs = records(path)
+    assert not notes(recs, "stream_lost")
+    assert recs[-1]["reason"] == "socket closed"
