@@ -1,6 +1,6 @@
 """The quart-trio app: Vobiz webhooks and the media WebSocket, served by hypercorn's trio worker.
 
-``uv run voice-agent serve`` runs it; so does ``uv run hypercorn -k trio adapters.server:app``.
+``uv run voice-agent serve`` runs it; so does ``uv run hypercorn -k trio adapters.asgi:app``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,12 @@
+"""The app for an ASGI server's command line: ``uv run hypercorn -k trio adapters.asgi:app``.
+
+Built from the environment at import, like ``voice-agent serve`` (which also drains
+live calls on SIGTERM; under hypercorn's own command line, give live calls time with
+``--graceful-timeout``). Always use hypercorn's trio worker (``-k trio``): the app runs
+on trio.
+"""
+
+from adapters.cli import build_app
+from adapters.settings import ServerSettings
+
+app = build_app(ServerSettings.from_env())
