@@ -142,6 +142,7 @@ class CallSession:
         self._nursery: trio.Nursery | None = None
         self._transport: Transport | None = None
         self._sockets = 0  # sockets served so far; the newest one is the live one
+        self._socket_scope: trio.CancelScope | None = None
         self.link = CallLink(self.call_id, self._emit, self.now, self.log)
 
     # -- time and events -------------------------------------------------------------
@@ -187,6 +188,9 @@ class CallSession:
         finally:
             with trio.move_on_after(2, shield=True):
                 self._finish()
+            # The call is over: stop reading its socket, so the handler closes it.
+            if self._socket_scope is not None:
+                self._socket_scope.cancel()
 
     async def serve_socket(self, transport: Transport, start: vobiz.Start | None = None) -> None:
         """Carry one media socket's frames into the call until the socket goes away.
@@ -205,7 +209,10 @@ class CallSession:
         self._sockets += 1
         mine = self._sockets
         try:
-            await self._receive(transport)
+            with trio.CancelScope() as self._socket_scope:
+                if self.core.ended:
+                    return
+                await self._receive(transport)
         finally:
             self._socket_lost(mine)
 

@@ -402,3 +402,30 @@ async def test_without_retries_a_dropped_socket_ends_the_call_at_once(tmp_path):
     recs = records(path)
     assert not notes(recs, "stream_lost")
     assert recs[-1]["reason"] == "socket closed"
+
+
+async def test_an_agent_transfer_moves_the_call_through_the_rest_api(tmp_path, monkeypatch):
+    arguments = json.dumps({"to": "+15550100"})
+    seen, requests, recs = await agent_ends_call(tmp_path, monkeypatch, "transfer_call", arguments)
+    (request,) = requests
+    assert (request.method, request.path.rsplit("/", 2)[-2]) == ("POST", "call-rest")
+    assert request.body["aleg_url"].endswith("/transfer?to=%2B15550100")
+    assert notes(recs, "rest_transfer")[0]["ok"] is True
+    commands = [r for r in recs if r["kind"] == "command"]
+    assert commands[-1] == {
+        "kind": "command",
+        "t": commands[-1]["t"],
+        "command": "Transfer",
+        "to": "+15550100",
+        "reason": "transfer_call",
+    }
+    assert "stop" not in seen  # Vobiz runs the transfer's XML; a stop would hang up first
+
+
+async def test_the_transfer_answer_dials_the_number(tmp_path):
+    async with (
+        running_server(server_settings(tmp_path), AgentConfig(), quiet()) as app,
+        httpx.AsyncClient() as client,
+    ):
+        reply = await client.post(f"{app.base_url}/transfer?to=%2B15550100")
+    assert "<Dial><Number>+15550100</Number></Dial>" in reply.text
