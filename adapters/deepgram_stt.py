@@ -18,6 +18,7 @@ Wire facts and sources: ``docs/deepgram.md``.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import os
 import ssl
@@ -234,9 +235,9 @@ class AudioBacklog:
         """Chunks from ``index`` on (or the oldest kept, if it was dropped), up to ``limit`` bytes."""
         out: list[_Chunk] = []
         total = 0
-        for chunk in self.chunks:
-            if chunk.index < index:
-                continue
+        # Indices are consecutive, so skip straight to ``index`` (this runs for every frame).
+        skip = max(0, index - self.first_index())
+        for chunk in itertools.islice(self.chunks, skip, None):
             if out and total + len(chunk.data) > limit:
                 break
             out.append(chunk)
