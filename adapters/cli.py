@@ -61,6 +61,7 @@ async def serve_app(
             with trio.move_on_after(3):
                 await hub.idle.wait()
 
+    hub.providers.warm()
     try:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(

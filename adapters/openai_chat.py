@@ -81,6 +81,11 @@ class RunBoundClient:
             self._run = run
         return self._client
 
+    def warm(self) -> None:
+        """Make the client and load the SDK's lazily imported parts now, not in the first call."""
+        client = self.get()
+        _ = client.chat.completions, client.audio.speech
+
     async def aclose(self) -> None:
         """Close the pooled sockets, even while the caller is being cancelled."""
         client, self._client = self._client, None
@@ -151,6 +156,9 @@ class OpenAIChat:
         self.tools = {t.name: t for t in tools}
         s = self.settings
         self._client = RunBoundClient(s.base_url, s.api_key, s.timeout, s.max_retries)
+
+    def warm(self) -> None:
+        self._client.warm()
 
     async def aclose(self) -> None:
         """Release pooled connections (call it in the run that used this model)."""

@@ -44,6 +44,9 @@ class OpenAISpeech:
         self.settings = s = settings or SpeechSettings()
         self._client = RunBoundClient(s.base_url, s.api_key, s.timeout, s.max_retries)
 
+    def warm(self) -> None:
+        self._client.warm()
+
     async def aclose(self) -> None:
         """Release pooled connections (call it in the run that used this voice)."""
         await self._client.aclose()

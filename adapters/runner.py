@@ -58,6 +58,13 @@ class Providers:
     #: Whether the recognizer's SpeechStarted/SpeechStopped reach the engine.
     stt_speech_events: bool = True
 
+    def warm(self) -> None:
+        """Pay start-up costs (clients, lazy imports) before the first caller waits on them."""
+        for provider in (self.llm, self.tts):
+            warm = getattr(provider, "warm", None)
+            if warm is not None:
+                warm()
+
     async def aclose(self) -> None:
         """Close pooled connections (they belong to the trio run that opened them)."""
         for provider in (self.llm, self.tts):
