@@ -99,6 +99,10 @@ class CallHub:
 
 def create_app(settings: ServerSettings, config: AgentConfig, providers: Providers) -> QuartTrio:
     """Build the app; ``app.hub`` holds its live calls (tests and the CLI look there)."""
+    if settings.media_format not in vobiz.STREAM_CONTENT_TYPES:
+        raise ValueError(
+            f"MEDIA_FORMAT {settings.media_format!r}: one of {', '.join(vobiz.STREAM_CONTENT_TYPES)}"
+        )
     tokens = StreamTokens.from_env(settings.stream_secret)
     if tokens.ephemeral:
         log.warning(
@@ -145,6 +149,7 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
         xml = vobiz.answer_xml(
             f"{settings.ws_base}/ws?token={token}",
             f"{settings.public_url}/stream-status",
+            content_type=settings.media_format,
             max_retries=settings.stream_retries,
         )
         return Response(xml, content_type="application/xml")

@@ -39,6 +39,8 @@ class ServerSettings:
     record_audio: bool = False
     validate_signatures: bool = False
     token_ttl: float = 300.0
+    #: The media stream's format (the answer's ``contentType``); the call adapts to what ``start`` says.
+    media_format: str = "audio/x-mulaw;rate=8000"
     #: Vobiz ``maxRetries``: reconnects of a dropped media stream (0-10); the call waits for them.
     stream_retries: int = 0
     drain_timeout: float = 30.0
@@ -67,6 +69,7 @@ class ServerSettings:
             "validate_signatures": _bool(env.get("VALIDATE_SIGNATURES"), token is not None),
             "drain_timeout": float(env.get("DRAIN_TIMEOUT", "30")),
             "stream_retries": int(env.get("STREAM_RETRIES", "0")),
+            "media_format": env.get("MEDIA_FORMAT", "audio/x-mulaw;rate=8000"),
             "stt": env.get("STT_PROVIDER", "auto"),
             "llm": env.get("LLM_PROVIDER", "auto"),
             "tts": env.get("TTS_PROVIDER", "auto"),

@@ -429,3 +429,42 @@ async def test_the_transfer_answer_dials_the_number(tmp_path):
     ):
         reply = await client.post(f"{app.base_url}/transfer?to=%2B15550100")
     assert "<Dial><Number>+15550100</Number></Dial>" in reply.text
+
+
+# -- media formats -------------------------------------------------------------------------------
+
+
+async def test_an_l16_stream_is_read_big_endian_and_answered_little_endian(tmp_path):
+    import numpy as np
+
+    ear = Ear()
+    providers = Providers(stt=ear, llm=Talker(), tts=Talker())
+    settings_ = server_settings(tmp_path, media_format="audio/x-l16;rate=16000")
+    async with running_server(settings_, AgentConfig(), providers) as app:
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(f"{app.base_url}/answer", data={"CallUUID": "call-l16"})
+        assert 'contentType="audio/x-l16;rate=16000"' in reply.text
+        body = {
+            "callId": "call-l16",
+            "streamId": "s",
+            "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000},
+        }
+        tone = (np.sin(np.arange(320) * 2 * np.pi * 500 / 16000) * 8000).astype(">i2")
+        async with open_client(stream_url(reply.text)) as ws:
+            await ws.send_message(json.dumps({"event": "start", "start": body}))
+            for _ in range(5):  # 20 ms of big-endian L16 at 16 kHz each
+                await ws.send_message(media(base64.b64encode(tone.tobytes()).decode()))
+            frame = json.loads(await ws.get_message())
+            with trio.fail_after(5):
+                while ear.frames < 5:
+                    await trio.sleep(0.01)
+        await finished(app)
+    assert frame["event"] == "playAudio"
+    assert frame["media"]["contentType"] == "audio/x-l16"
+    assert frame["media"]["sampleRate"] == 16000
+    out = np.frombuffer(base64.b64decode(frame["media"]["payload"]), dtype="<i2")
+    # 20 ms at 16 kHz, less the upsampler's 2 ms filter delay held back on the first frame
+    assert 288 <= len(out) <= 320
+    # The agent's "voice" is mu-law 0x7f (about -0): little-endian samples stay near zero,
+    # where big-endian bytes read as little-endian would not.
+    assert np.abs(out).max() < 64
