@@ -129,3 +129,21 @@ async def test_the_local_vad_alone_drives_barge_in_beside_a_cloud_recognizer(tmp
     sources = {r["source"] for r in records if r.get("event") == "SpeechStarted"}
     assert sources == {"vad"}
     assert replay(log.read_text().splitlines()).identical
+
+
+async def test_a_failing_model_is_answered_with_the_apology_and_the_call_goes_on(tmp_path):
+    from fixtures.fake_openai import Fault
+
+    faults = deque([Fault("server_error"), Fault("server_error")])  # the one retry fails too
+    script = CallerScript(lines=(CallerLine("I would like a table tonight"),), hang_up_after=9.0)
+    _, logs, _ = await run_call(tmp_path, script, chat_faults=faults)
+    (log,) = logs
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    failed = [r for r in records if r.get("event") == "LlmFailed"]
+    assert failed and failed[0]["reason"].startswith("server_error 500")
+    said = [r["text"] for r in records if r.get("command") == "Synthesize"]
+    assert AgentConfig().apology in said
+    moves = [(r["from"], r["to"]) for r in records if r["kind"] == "transition"]
+    assert moves[-2:] == [("speaking", "listening"), ("listening", "ended")]
+    assert replay(lines).identical
