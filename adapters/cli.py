@@ -154,12 +154,23 @@ async def place_call(to: str, from_: str) -> int:
 
 
 def _diagram(args) -> int:
-    from engine.diagram import states_markdown
+    """Mermaid always; SVG and PNG beside it when Graphviz's ``dot`` is installed."""
+    import shutil
+    import subprocess
+
+    from engine.diagram import dot, states_markdown
 
     path = Path(args.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(states_markdown())
     print(f"wrote {path}")
+    if shutil.which("dot") is None:
+        print("(install Graphviz for SVG/PNG renderings)")
+        return 0
+    for fmt in ("svg", "png"):
+        out = path.with_suffix(f".{fmt}")
+        subprocess.run(["dot", f"-T{fmt}", "-o", str(out)], input=dot(), text=True, check=True)
+        print(f"wrote {out}")
     return 0
 
 

@@ -102,3 +102,18 @@ def test_the_committed_state_diagram_is_current():
     assert text == states_markdown(), "run: uv run voice-agent diagram"
     for state in ["greeting", "listening", "thinking", "speaking", "interrupted", "ended"]:
         assert f'state "{state.capitalize()}" as {state}' in text
+
+
+def test_the_graphviz_rendering_names_every_state_and_change(tmp_path):
+    import shutil
+    import subprocess
+
+    from engine.diagram import dot
+
+    text = dot()
+    for state in ["greeting", "listening", "thinking", "speaking", "interrupted", "ended"]:
+        assert f"{state} ->" in text or f"-> {state} " in text
+    assert 'speaking -> interrupted [label="speech_started [interruptible, long_enough]"]' in text
+    if shutil.which("dot"):
+        svg = subprocess.run(["dot", "-Tsvg"], input=text, text=True, capture_output=True)
+        assert svg.returncode == 0 and "<svg" in svg.stdout
