@@ -47,6 +47,7 @@ class ServerSettings:
     stt: str = "auto"  # auto | offline | deepgram
     llm: str = "auto"  # auto | scripted | openai
     tts: str = "auto"  # auto | offline | openai | deepgram
+    vad: str = "webrtc"  # the local VAD: webrtc | silero
     barge_in: str = "both"  # what notices the caller talking over the agent: vad | stt | both
 
     @classmethod
@@ -74,6 +75,7 @@ class ServerSettings:
             "llm": env.get("LLM_PROVIDER", "auto"),
             "tts": env.get("TTS_PROVIDER", "auto"),
             "barge_in": env.get("BARGE_IN_SOURCE", "both"),
+            "vad": env.get("LOCAL_VAD", "webrtc"),
         }
         values.update(overrides)
         return cls(**values)

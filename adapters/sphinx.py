@@ -28,7 +28,7 @@ from pocketsphinx import Decoder
 
 from adapters.audio import FRAME_BYTES, Framer, Upsampler, ulaw_decode
 from adapters.providers import AudioSource, CallLink
-from adapters.vad import FRAME_SECONDS, FrameClassifier, VadSegmenter, VoiceStarted, VoiceStopped
+from adapters.vad import FRAME_SECONDS, VadSegmenter, VoiceStarted, VoiceStopped, make_classifier
 from engine.events import SpeechStarted, SpeechStopped, Transcript
 
 _T = TypeVar("_T")
@@ -146,6 +146,7 @@ class SphinxSTT:
         hints: Sequence[str] = (),
         *,
         vad_mode: int = 2,
+        vad: str = "webrtc",
         onset_s: float = 0.1,
         offset_s: float = 0.5,
         preroll_s: float = 0.3,
@@ -154,6 +155,7 @@ class SphinxSTT:
     ) -> None:
         self.hints = tuple(hints)
         self.vad_mode = vad_mode
+        self.vad = vad
         self.onset_s = onset_s
         self.offset_s = offset_s
         self.preroll_frames = max(
@@ -171,7 +173,7 @@ class SphinxSTT:
     async def run(self, audio: AudioSource, link: CallLink) -> None:
         """Recognize utterances until ``audio`` closes or the task is cancelled."""
         recognizer = await self._call(SphinxRecognizer, self.hints)
-        classifier = FrameClassifier(self.vad_mode)
+        classifier = make_classifier(self.vad, self.vad_mode)
         segmenter = VadSegmenter(self.onset_s, self.offset_s)
         framer = Framer(FRAME_BYTES)
         recent: collections.deque[bytes] = collections.deque(maxlen=self.preroll_frames)

@@ -76,7 +76,7 @@ def build_providers(
         from adapters.sphinx import SphinxSTT
 
         # The offline recognizer is far more accurate when told what to expect.
-        stt_factory = functools.partial(SphinxSTT, hints)
+        stt_factory = functools.partial(SphinxSTT, hints, vad=settings.vad)
 
     if tts == "openai":
         from adapters.openai_speech import OpenAISpeech, SpeechSettings
@@ -98,8 +98,8 @@ def build_providers(
     if stt == "deepgram" and settings.barge_in in ("vad", "both"):
         from adapters.vad import LocalVad
 
-        vad = LocalVad()
-    names = {"stt": stt, "llm": llm, "tts": tts, "barge_in": settings.barge_in}
+        vad = LocalVad(kind=settings.vad)
+    names = {"stt": stt, "llm": llm, "tts": tts, "vad": settings.vad, "barge_in": settings.barge_in}
     providers = Providers(
         stt=stt_factory,
         llm=brain,
