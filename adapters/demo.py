@@ -65,8 +65,8 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
     print_report(result, console)
     console.print("\n[bold]The call as the agent logged it[/bold]")
     records = [r for _, r in read_log(log_path.read_text().splitlines())]
-    console.print("\n".join(timeline(records)), highlight=False, markup=False)
-    console.print("\n".join(latency_table(records)), highlight=False, markup=False)
+    console.print("\n".join(timeline(records)), highlight=False, markup=False, soft_wrap=True)
+    console.print("\n".join(latency_table(records)), highlight=False, markup=False, soft_wrap=True)
     outcome = replay(log_path.read_text().splitlines())
     console.print(f"\nlog: {log_path}\nwav: {wav_path}")
     if not outcome.identical:
