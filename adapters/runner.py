@@ -1,12 +1,15 @@
-"""One call, run as one trio nursery: the receive task, the providers, the timers and the engine.
+"""One call, run as one trio nursery: the providers, the timers and the engine.
 
 Everything that happens to the call becomes an engine event on **one**
-memory channel, so the call log is the true order of things. The receive
-task does nothing but translate and forward (quart-trio buffers only about
-ten inbound messages, so slow work must never run there): caller audio goes
-straight to the recognizer's own bounded channel, never through the engine.
-Each completion, synthesis and timer runs in a cancel scope of its own, so
-the engine's Cancel* commands take effect at once.
+memory channel, so the call log is the true order of things. Each media
+socket is read by its own task (:meth:`CallSession.serve_socket`, in the
+socket's handler) that does nothing but translate and forward: quart-trio
+buffers only about ten inbound messages, so slow work must never run there,
+and caller audio goes straight to the recognizer's own bounded channel,
+never through the engine. Each completion, synthesis and timer runs in a
+cancel scope of its own, so the engine's Cancel* commands take effect at
+once. The call outlives its socket, so a stream Vobiz reconnects continues
+the same conversation.
 """
 
 from __future__ import annotations

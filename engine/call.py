@@ -44,11 +44,9 @@ class Call:
         self.turn_ready = False  # the caller finished a turn we have not answered
         self.digits = ""
         self.reprompts = 0
-        self.speech_onset: float | None = None
         self.playout_end = 0.0  # when the phone will have played all it was sent
         self.checkpoints: dict[str, tuple[int, int]] = {}
         self.timers: dict[str, float] = {}
-        self.goodbye_said = False
 
     # -- small helpers ---------------------------------------------------------
     def emit(self, command: Any) -> None:
@@ -148,7 +146,7 @@ class Call:
         return self.speech is not None and self.speech.then == "transfer"
 
     # -- actions: speaking -----------------------------------------------------
-    def say_greeting(self, now: float) -> None:
+    def say_greeting(self) -> None:
         self.start_timer(CALL_LIMIT, self.config.max_call_seconds)
         self.new_speech("greeting", [self.config.greeting], interruptible=False)
 
@@ -160,7 +158,7 @@ class Call:
         self.cancel_timer(IDLE)
         self.new_speech("goodbye", [self.config.goodbye], interruptible=False, then="hangup")
 
-    def apologize(self, e: Any) -> None:
+    def apologize(self) -> None:
         """The model failed: end the reply with an apology instead of going silent."""
         assert self.speech is not None
         self.llm_turn = None
@@ -168,7 +166,7 @@ class Call:
         self.speech.text_done = True
         self.add_sentence(self.config.apology)
 
-    def apologize_for_voice(self, e: Any) -> None:
+    def apologize_for_voice(self) -> None:
         """The voice failed: drop this speech and say sorry in a fresh one."""
         assert self.speech is not None
         self.stop_completion()
@@ -188,7 +186,7 @@ class Call:
         self.pump(None)
 
     # -- actions: the model's reply ----------------------------------------------
-    def ask(self, now: float) -> None:
+    def ask(self) -> None:
         """The caller's turn is complete: ask the model for the reply."""
         self.close_speech()
         self._digits_done()
@@ -306,17 +304,14 @@ class Call:
         self.held = self.speech = None
 
     # -- actions: turn-taking ------------------------------------------------------
-    def watch_speech(self, e: Any, now: float) -> None:
+    def watch_speech(self, e: Any) -> None:
         """Speech too short to interrupt yet: check again when it is long enough."""
-        self.speech_onset = e.at
         self.start_timer(BARGE_IN, e.at + self.config.barge_in_min_speech)
 
-    def caller_talking(self, e: Any) -> None:
-        self.speech_onset = e.at
+    def caller_talking(self) -> None:
         self.cancel_timer(IDLE)
 
     def caller_quiet(self, now: float) -> None:
-        self.speech_onset = None
         self.cancel_timer(BARGE_IN)
         idle = self.speech is None and self.held is None and self.llm_turn is None
         if idle and not self.turn_pending() and IDLE not in self.timers:

@@ -124,7 +124,7 @@ class CallCore:
         """Like :meth:`handle`, also returning the transitions and why an event was dropped."""
         if self.ended:
             return Step(dropped="call ended")
-        name, dropped = self._route(event, now)
+        name, dropped = self._route(event)
         if dropped:
             return Step(dropped=dropped)
         self._transitions.clear()
@@ -140,7 +140,7 @@ class CallCore:
         commands, self.call.outbox = tuple(self.call.outbox), []
         return Step(commands, tuple(self._transitions))
 
-    def _route(self, event: ev.Event, now: float) -> tuple[str, str | None]:
+    def _route(self, event: ev.Event) -> tuple[str, str | None]:
         call = self.call
         if isinstance(event, _LLM_EVENTS) and event.turn != call.llm_turn:
             return "", f"stale turn {event.turn}"
