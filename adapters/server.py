@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import time
+from collections import OrderedDict, deque
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -28,6 +30,9 @@ log = logging.getLogger("voice_agent.server")
 #: Frames accepted before ``start`` before the socket is refused (media may race ahead of it).
 MAX_FRAMES_BEFORE_START = 50
 START_TIMEOUT = 10.0
+#: Answered calls whose media has not connected yet, and ended calls' log paths, kept.
+ANSWERED_KEPT = 10_000
+FINISHED_KEPT = 1_000
 #: With stream retries on, how long a call whose socket dropped waits for Vobiz to reconnect.
 RECONNECT_WINDOW = 5.0
 
@@ -69,8 +74,11 @@ class CallHub:
     tokens: StreamTokens
     rest: VobizRest | None = None
     live: dict[str, CallSession] = attrs.field(factory=dict)
-    answered: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    finished: list = attrs.field(factory=list)  # log paths of ended calls, newest last
+    #: From/To of answered calls until their media socket comes (bounded: a call whose
+    #: stream never connects must not leak).
+    answered: OrderedDict[str, dict[str, str]] = attrs.field(factory=OrderedDict)
+    #: Log paths of the latest ended calls, newest last.
+    finished: deque[Path] = attrs.field(factory=lambda: deque(maxlen=FINISHED_KEPT))
     draining: bool = False
     idle: trio.Event = attrs.field(factory=trio.Event)
 
@@ -145,6 +153,8 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
             xml = vobiz.busy_xml("Sorry, all our lines are busy. Please call again later.")
             return Response(xml, content_type="application/xml")
         hub.answered[call_id] = {"caller": form.get("From", ""), "callee": form.get("To", "")}
+        while len(hub.answered) > ANSWERED_KEPT:
+            hub.answered.popitem(last=False)
         token = tokens.issue(call_id, time.time(), settings.token_ttl)
         xml = vobiz.answer_xml(
             f"{settings.ws_base}/ws?token={token}",
