@@ -80,6 +80,21 @@ async def socket_url(base: str, call_id: str) -> str:
     return stream_url(reply.text)
 
 
+SENTINEL = json.dumps({"event": "playedStream", "name": "sentinel"})
+
+
+async def read_up_to_sentinel(ws, app, call_id: str) -> None:
+    """Send a marker frame and wait until the server has logged it (or the call is over):
+    everything sent before it has then been read, with no guessing at a delay."""
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send_message(SENTINEL)
+    with trio.fail_after(10):
+        while (session := app.hub.live.get(call_id)) is not None:
+            if '"name":"sentinel"' in session.path.read_text():
+                return
+            await trio.sleep(0.01)
+
+
 async def finished(app, count: int = 1) -> list[Path]:
     with trio.fail_after(10):
         while len(app.hub.finished) < count:
@@ -120,7 +135,7 @@ async def raw_call(
             if wait_for_server:
                 await finished(app)
             else:
-                await trio.sleep(0.2)  # let the server read everything before we hang up
+                await read_up_to_sentinel(ws, app, "call-raw")
         (path,) = await finished(app)
         async with httpx.AsyncClient() as client:
             health = await client.get(f"{app.base_url}/health")
@@ -233,7 +248,7 @@ async def test_fuzzed_frames_never_hurt_a_concurrent_good_call(tmp_path_factory,
                 with contextlib.suppress(ConnectionClosed):
                     for frame in frames:
                         await ws.send_message(frame)
-                    await trio.sleep(0.1)
+                await read_up_to_sentinel(ws, app, f"fuzz-{i}")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(good_call)
