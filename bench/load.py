@@ -302,9 +302,10 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 def analyse_log(path: Path) -> dict[str, Any]:
     """Per-turn server overhead (with where it goes) and barge-in reaction from one call log.
 
-    The fakes' share of a turn is TTFT, one token delay per further token the engine
-    waited for before its first Synthesize (it sees a sentence end only at the next
-    token), and the speech TTFB; everything else between the final transcript's arrival
+    The fakes' share of a turn is TTFT, one token delay per content token the engine
+    waited for before its first Synthesize (the fake's role chunk comes at TTFT, every
+    content token one token delay after the one before; the engine sees a sentence end
+    only at the next token), and the speech TTFB; everything else between the final transcript's arrival
     and the first PlayAudio is the server's.
     """
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -333,10 +334,14 @@ def analyse_log(path: Path) -> dict[str, Any]:
         elif name == "TtsAudio":
             turn.setdefault("audio", t)
         elif name == "PlayAudio":
-            fakes = LLM_FIRST_TOKEN + max(tokens - 1, 0) * LLM_TOKEN_DELAY + TTS_FIRST_BYTE
+            # The fake sends the role chunk at TTFT and each content token one token delay
+            # later, the first one included.
+            fakes = LLM_FIRST_TOKEN + tokens * LLM_TOKEN_DELAY + TTS_FIRST_BYTE
             overhead.append(t - turn["final"] - fakes)
             if {"text", "synth", "audio"} <= turn.keys():
-                parts["llm"].append(turn["text"] - turn["final"] - LLM_FIRST_TOKEN)
+                parts["llm"].append(
+                    turn["text"] - turn["final"] - LLM_FIRST_TOKEN - LLM_TOKEN_DELAY
+                )
                 parts["tts"].append(turn["audio"] - turn["synth"] - TTS_FIRST_BYTE)
                 parts["play"].append(t - turn["audio"])
             turn = None
