@@ -39,7 +39,7 @@ class Call:
         self.speech: Speech | None = None  # what the agent is saying now
         self.held: Speech | None = None  # what an interruption cut off
         self.llm_turn: int | None = None  # the completion streaming now
-        self.splitter = SentenceSplitter()
+        self.splitter = self.new_splitter()
         self.user_words: list[str] = []  # the caller's turn so far
         self.turn_ready = False  # the caller finished a turn we have not answered
         self.digits = ""
@@ -49,6 +49,9 @@ class Call:
         self.timers: dict[str, float] = {}
 
     # -- small helpers ---------------------------------------------------------
+    def new_splitter(self) -> SentenceSplitter:
+        return SentenceSplitter(self.config.first_clause_chars)
+
     def emit(self, command: Any) -> None:
         self.outbox.append(command)
 
@@ -76,7 +79,7 @@ class Call:
         if self.llm_turn is not None:
             self.emit(cmd.CancelCompletion(self.llm_turn))
             self.llm_turn = None
-            self.splitter = SentenceSplitter()
+            self.splitter = self.new_splitter()
 
     def user_text(self) -> str:
         return " ".join(self.user_words).strip()
@@ -162,7 +165,7 @@ class Call:
         """The model failed: end the reply with an apology instead of going silent."""
         assert self.speech is not None
         self.llm_turn = None
-        self.splitter = SentenceSplitter()
+        self.splitter = self.new_splitter()
         self.speech.text_done = True
         self.add_sentence(self.config.apology)
 
@@ -199,6 +202,7 @@ class Call:
         self.reprompts = 0
         self.turn += 1
         self.speech = Speech(turn=self.turn, kind="reply")
+        self.splitter = self.new_splitter()
         self.llm_turn = self.turn
         self.emit(cmd.StartCompletion(self.turn, self.history.for_model()))
 

@@ -51,6 +51,10 @@ class AgentConfig:
     #: The agent says goodbye and hangs up when the call reaches this length.
     max_call_seconds: float = 600.0
 
+    #: A reply's first piece may end at a comma once it has this many characters, so its
+    #: audio starts sooner (0: whole sentences only).
+    first_clause_chars: int = 30
+
     #: Caller speech shorter than this (counted from its first frame) does not interrupt.
     barge_in_min_speech: float = 0.1
     #: After an interruption, words must come within this time or the agent resumes.

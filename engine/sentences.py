@@ -1,7 +1,9 @@
 """Cutting a streamed reply into sentences, so speech can start before the reply ends.
 
 The first sentence is what the caller waits for: each one goes to synthesis
-the moment its final punctuation arrives.
+the moment its final punctuation arrives. A long first sentence may be cut
+earlier, at its first clause break (a comma or semicolon after enough words),
+so the caller hears the reply begin while the model is still writing it.
 """
 
 from __future__ import annotations
@@ -27,13 +29,20 @@ _ABBREVIATIONS = frozenset(
 )
 # End punctuation, optional closing quotes or brackets, then whitespace.
 _BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|\n+")
+_CLAUSE = re.compile(r"[,;:]\s+")
 
 
 class SentenceSplitter:
-    """Accumulates text deltas and releases whole sentences."""
+    """Accumulates text deltas and releases whole sentences.
 
-    def __init__(self) -> None:
+    ``first_clause_chars`` > 0 lets the first piece end at a clause break once it
+    is at least that long; later pieces are whole sentences.
+    """
+
+    def __init__(self, first_clause_chars: int = 0) -> None:
         self._buffer = ""
+        self._first_clause_chars = first_clause_chars
+        self._released = 0
 
     def push(self, text: str) -> list[str]:
         """Add a delta; return the sentences it completed."""
@@ -48,9 +57,18 @@ class SentenceSplitter:
             sentences.append(candidate)
             start = match.end()
         self._buffer = self._buffer[start:]
+        if not sentences and not self._released and self._first_clause_chars:
+            for match in _CLAUSE.finditer(self._buffer):
+                if match.start() >= self._first_clause_chars:
+                    sentences.append(self._buffer[: match.end()].strip())
+                    self._buffer = self._buffer[match.end() :]
+                    break
+        self._released += len(sentences)
         return sentences
 
     def flush(self) -> str | None:
         """The reply ended: whatever is left is the last sentence."""
         rest, self._buffer = self._buffer.strip(), ""
+        if rest:
+            self._released += 1
         return rest or None

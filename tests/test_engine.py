@@ -375,3 +375,27 @@ def test_a_stray_event_is_a_bug_the_machine_refuses():
     d.greet()
     with pytest.raises(TransitionNotAllowed):
         d.core.machine.send("llm_text", e=ev.LlmText(9, "x"), now=3.0)
+
+
+def test_a_long_first_sentence_is_voiced_from_its_first_clause():
+    d = Drive(first_clause_chars=30)
+    d.greet()
+    d.say("Any tables tonight?", 3.0)
+    out = d(ev.LlmText(2, "Certainly, we have tables at six, seven"), 3.2)
+    assert out == [cmd.Synthesize(2, 0, "Certainly, we have tables at six,")]
+    out = d(ev.LlmText(2, " and eight. Which one, six or seven? "), 3.4)
+    assert [c.text for c in of(out, cmd.Synthesize)] == [
+        "seven and eight.",
+        "Which one, six or seven?",
+    ]
+
+
+def test_short_first_sentences_and_disabled_clause_cutting_wait_for_the_full_stop():
+    d = Drive(first_clause_chars=0)
+    d.greet()
+    d.say("Any tables tonight?", 3.0)
+    assert d(ev.LlmText(2, "Certainly, we have tables at six, seven"), 3.2) == []
+    short = Drive()
+    short.greet()
+    short.say("Thanks", 3.0)
+    assert short(ev.LlmText(2, "You're welcome, goodbye"), 3.2) == []
