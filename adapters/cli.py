@@ -1,4 +1,4 @@
-"""``voice-agent``: serve calls, place a call, simulate a caller, run the offline demo, draw the states."""
+"""voice-agent: serve calls, place a call, simulate a caller, run the offline demo, draw the states."""
 
 from __future__ import annotations
 
