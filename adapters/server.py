@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
+from urllib.parse import quote
 
 import attrs
 import trio
@@ -22,7 +23,7 @@ from adapters import signature, vobiz
 from adapters.runner import CallOptions, CallSession, Providers, Transport
 from adapters.settings import ServerSettings
 from adapters.tokens import StreamTokens, TokenError
-from adapters.vobiz_rest import VobizRest
+from adapters.vobiz_rest import DEFAULT_BASE_URL, VobizRest
 from engine.config import AgentConfig
 
 log = logging.getLogger("voice_agent.server")
@@ -100,8 +101,6 @@ class CallHub:
         )
 
     def _transfer_url(self, to: str) -> str:
-        from urllib.parse import quote
-
         return f"{self.settings.public_url}/transfer?to={quote(to)}"
 
 
@@ -117,7 +116,10 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
             "STREAM_SECRET is not set: using a random per-process secret. "
             "Set a shared STREAM_SECRET when running more than one process."
         )
-    rest = VobizRest.from_env() if settings.vobiz_auth_id else None
+    rest = None
+    if settings.vobiz_auth_id and settings.vobiz_auth_token:
+        base_url = settings.vobiz_api_url or DEFAULT_BASE_URL
+        rest = VobizRest(settings.vobiz_auth_id, settings.vobiz_auth_token, base_url)
     hub = CallHub(settings, config, providers, tokens, rest)
     hub.idle.set()
     app = QuartTrio("voice_agent")
@@ -196,8 +198,9 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
 
     @app.route("/transfer", methods=["GET", "POST"])
     async def transfer() -> Response:
-        to = escape(request.args.get("to", ""))
-        xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Dial><Number>{to}</Number></Dial></Response>'
+        if not await signed():
+            return Response("bad signature", status=403)
+        xml = vobiz.dial_xml(request.args.get("to", ""))
         return Response(xml, content_type="application/xml")
 
     @app.get("/health")
@@ -208,7 +211,7 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
             "version": version(),
         }
         return Response(
-            __import__("json").dumps(body),
+            json.dumps(body),
             status=503 if hub.draining else 200,
             content_type="application/json",
         )

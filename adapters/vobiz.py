@@ -337,6 +337,11 @@ def busy_xml(message: str) -> str:
     return f"{_XML_DECL}<Response><Speak>{escape(message)}</Speak><Hangup/></Response>"
 
 
+def dial_xml(number: str) -> str:
+    """Where a REST transfer sends the caller: connect them to ``number``."""
+    return f"{_XML_DECL}<Response><Dial><Number>{escape(number)}</Number></Dial></Response>"
+
+
 def reject_xml(reason: str = "busy") -> str:
     """Refuse a call without answering it (``<Hangup reason=…/>`` as the first element)."""
     return f"{_XML_DECL}<Response><Hangup reason={quoteattr(reason)}/></Response>"

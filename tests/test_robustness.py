@@ -315,15 +315,17 @@ class Ends(Quiet):
         await link.emit(ev.LlmDone(turn))
 
 
-async def agent_ends_call(tmp_path, monkeypatch, tool, arguments="{}", fail=None):
+async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None):
     from fixtures.fake_vobiz_rest import fake_vobiz_rest
 
     async with fake_vobiz_rest() as fake:
-        monkeypatch.setenv("VOBIZ_AUTH_ID", fake.auth_id)
-        monkeypatch.setenv("VOBIZ_AUTH_TOKEN", fake.auth_token)
-        monkeypatch.setenv("VOBIZ_API_URL", fake.url)
         providers = Providers(stt=Hears(), llm=Ends(tool, arguments), tts=Quiet())
-        s = server_settings(tmp_path, vobiz_auth_id=fake.auth_id)
+        s = server_settings(
+            tmp_path,
+            vobiz_auth_id=fake.auth_id,
+            vobiz_auth_token=fake.auth_token,
+            vobiz_api_url=fake.url,
+        )
         async with running_server(s, AgentConfig(), providers) as app:
             fake.live_calls["call-rest"] = {}
             if fail:
@@ -348,15 +350,15 @@ async def agent_ends_call(tmp_path, monkeypatch, tool, arguments="{}", fail=None
         return seen, fake.requests, records(path)
 
 
-async def test_an_agent_hangup_stops_the_stream_and_deletes_the_call(tmp_path, monkeypatch):
-    seen, requests, recs = await agent_ends_call(tmp_path, monkeypatch, "end_call")
+async def test_an_agent_hangup_stops_the_stream_and_deletes_the_call(tmp_path):
+    seen, requests, recs = await agent_ends_call(tmp_path, "end_call")
     assert "stop" in seen
     assert [(r.method, r.path.rsplit("/", 2)[-2]) for r in requests] == [("DELETE", "call-rest")]
     assert notes(recs, "rest_hangup")[0]["ok"] is True
 
 
-async def test_a_rest_failure_is_a_note_not_a_crash(tmp_path, monkeypatch):
-    seen, _, recs = await agent_ends_call(tmp_path, monkeypatch, "end_call", fail=404)
+async def test_a_rest_failure_is_a_note_not_a_crash(tmp_path):
+    seen, _, recs = await agent_ends_call(tmp_path, "end_call", fail=404)
     assert "stop" in seen
     (note,) = notes(recs, "rest_hangup")
     assert note["ok"] is False and "no such call" in note["error"]
@@ -419,9 +421,9 @@ async def test_without_retries_a_dropped_socket_ends_the_call_at_once(tmp_path):
     assert recs[-1]["reason"] == "socket closed"
 
 
-async def test_an_agent_transfer_moves_the_call_through_the_rest_api(tmp_path, monkeypatch):
+async def test_an_agent_transfer_moves_the_call_through_the_rest_api(tmp_path):
     arguments = json.dumps({"to": "+15550100"})
-    seen, requests, recs = await agent_ends_call(tmp_path, monkeypatch, "transfer_call", arguments)
+    seen, requests, recs = await agent_ends_call(tmp_path, "transfer_call", arguments)
     (request,) = requests
     assert (request.method, request.path.rsplit("/", 2)[-2]) == ("POST", "call-rest")
     assert request.body["aleg_url"].endswith("/transfer?to=%2B15550100")
