@@ -11,7 +11,17 @@ says *when*, the model says *what*.
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import or_
+from typing import Any
+
 from statemachine import State, StateMachine
+
+
+def stay(*states: State, on: str | None = None) -> Any:
+    """In each of ``states`` the event is handled (by ``on``, if given) without a change of state."""
+    options = {"on": on} if on else {}
+    return reduce(or_, (state.to.itself(internal=True, **options) for state in states))
 
 
 class CallMachine(StateMachine):
@@ -25,141 +35,86 @@ class CallMachine(StateMachine):
     ended = State(final=True)
 
     # -- the call opens -------------------------------------------------------
-    call_started = greeting.to.itself(internal=True, on="say_greeting")
+    call_started = stay(greeting, on="say_greeting")
 
     # -- the caller's voice ---------------------------------------------------
     speech_started = (
         greeting.to(interrupted, cond=["greeting_interruptible", "long_enough"], on="cut_off")
         | speaking.to(interrupted, cond=["interruptible", "long_enough"], on="cut_off")
         | thinking.to(listening, cond="long_enough", on="hold_reply")
-        | greeting.to.itself(internal=True, on="watch_speech")
-        | speaking.to.itself(internal=True, on="watch_speech")
-        | thinking.to.itself(internal=True, on="watch_speech")
-        | listening.to.itself(internal=True, on="caller_talking")
-        | interrupted.to.itself(internal=True, on="caller_talking")
+        | stay(greeting, speaking, thinking, on="watch_speech")
+        | stay(listening, interrupted, on="caller_talking")
     )
     barge_in_timer = (
         greeting.to(interrupted, cond="greeting_interruptible", on="cut_off")
         | speaking.to(interrupted, cond="interruptible", on="cut_off")
         | thinking.to(listening, on="hold_reply")
-        | greeting.to.itself(internal=True)
-        | speaking.to.itself(internal=True)
-        | listening.to.itself(internal=True)
-        | interrupted.to.itself(internal=True)
+        | stay(greeting, speaking, listening, interrupted)
     )
-    speech_stopped = (
-        greeting.to.itself(internal=True, on="caller_quiet")
-        | listening.to.itself(internal=True, on="caller_quiet")
-        | thinking.to.itself(internal=True, on="caller_quiet")
-        | speaking.to.itself(internal=True, on="caller_quiet")
-        | interrupted.to.itself(internal=True, on="caller_quiet")
-    )
+    speech_stopped = stay(greeting, listening, thinking, speaking, interrupted, on="caller_quiet")
 
     # -- the caller's words ---------------------------------------------------
     transcript = (
         greeting.to(interrupted, cond=["greeting_interruptible", "words"], on=["cut_off", "hear"])
-        | greeting.to.itself(internal=True, on="hear")
+        | stay(greeting, on="hear")
         | listening.to(thinking, cond="ends_turn", on=["hear", "ask"])
-        | listening.to.itself(internal=True, on="hear")
+        | stay(listening, on="hear")
         | thinking.to(thinking, cond="ends_turn", on=["hold_reply", "hear", "ask"], internal=True)
         | thinking.to(listening, cond="final_words", on=["hold_reply", "hear"])
-        | thinking.to.itself(internal=True)
+        | stay(thinking)
         | speaking.to(
             thinking, cond=["interruptible", "ends_turn_with_words"], on=["cut_off", "hear", "ask"]
         )
         | speaking.to(interrupted, cond=["interruptible", "words"], on=["cut_off", "hear"])
-        | speaking.to.itself(internal=True)
+        | stay(speaking)
         | interrupted.to(speaking, cond=["backchannel", "resumable"], on="resume")
         | interrupted.to.itself(internal=True, cond="backchannel")
         | interrupted.to(thinking, cond="ends_turn", on=["hear", "ask"])
-        | interrupted.to.itself(internal=True, on="hear")
+        | stay(interrupted, on="hear")
     )
     utterance_end = (
         listening.to(thinking, cond="turn_pending", on="ask")
         | interrupted.to(thinking, cond="turn_pending", on="ask")
-        | greeting.to.itself(internal=True, on="mark_turn_ready")
-        | listening.to.itself(internal=True)
-        | interrupted.to.itself(internal=True)
-        | thinking.to.itself(internal=True)
-        | speaking.to.itself(internal=True)
+        | stay(greeting, on="mark_turn_ready")
+        | stay(listening, interrupted, thinking, speaking)
     )
     dtmf_pressed = (
         speaking.to(interrupted, cond=["dtmf_enabled", "interruptible"], on=["cut_off", "key"])
         | thinking.to(listening, cond="dtmf_enabled", on=["hold_reply", "key"])
-        | greeting.to.itself(internal=True, on="key")
-        | listening.to.itself(internal=True, on="key")
-        | interrupted.to.itself(internal=True, on="key")
-        | speaking.to.itself(internal=True)
-        | thinking.to.itself(internal=True)
+        | stay(greeting, listening, interrupted, on="key")
+        | stay(speaking, thinking)
     )
     dtmf_timer = (
         listening.to(thinking, cond="turn_pending", on="ask")
         | interrupted.to(thinking, cond="turn_pending", on="ask")
-        | greeting.to.itself(internal=True, on="mark_turn_ready")
-        | listening.to.itself(internal=True)
-        | interrupted.to.itself(internal=True)
-        | thinking.to.itself(internal=True)
-        | speaking.to.itself(internal=True)
+        | stay(greeting, on="mark_turn_ready")
+        | stay(listening, interrupted, thinking, speaking)
     )
 
     # -- the model's reply ----------------------------------------------------
-    llm_text = thinking.to.itself(internal=True, on="take_text") | speaking.to.itself(
-        internal=True, on="take_text"
-    )
-    llm_tool_call = thinking.to.itself(internal=True, on="take_tool_call") | speaking.to.itself(
-        internal=True, on="take_tool_call"
-    )
-    llm_done = thinking.to.itself(internal=True, on="take_done") | speaking.to.itself(
-        internal=True, on="take_done"
-    )
-    llm_failed = thinking.to.itself(internal=True, on="apologize") | speaking.to.itself(
-        internal=True, on="apologize"
-    )
+    llm_text = stay(thinking, speaking, on="take_text")
+    llm_tool_call = stay(thinking, speaking, on="take_tool_call")
+    llm_done = stay(thinking, speaking, on="take_done")
+    llm_failed = stay(thinking, speaking, on="apologize")
 
     # -- the agent's voice ----------------------------------------------------
-    tts_audio = (
-        thinking.to(speaking, cond="audible", on="take_audio")
-        | thinking.to.itself(internal=True, on="take_audio")
-        | speaking.to.itself(internal=True, on="take_audio")
-        | greeting.to.itself(internal=True, on="take_audio")
+    tts_audio = thinking.to(speaking, cond="audible", on="take_audio") | stay(
+        thinking, speaking, greeting, on="take_audio"
     )
-    tts_done = (
-        thinking.to(speaking, cond="audible", on="take_audio_end")
-        | thinking.to.itself(internal=True, on="take_audio_end")
-        | speaking.to.itself(internal=True, on="take_audio_end")
-        | greeting.to.itself(internal=True, on="take_audio_end")
+    tts_done = thinking.to(speaking, cond="audible", on="take_audio_end") | stay(
+        thinking, speaking, greeting, on="take_audio_end"
     )
     tts_failed = (
         greeting.to(speaking, cond="can_apologize", on="apologize_for_voice")
         | thinking.to(speaking, cond="can_apologize", on="apologize_for_voice")
         | speaking.to(speaking, cond="can_apologize", on="apologize_for_voice", internal=True)
-        | greeting.to.itself(internal=True, on="skip_sentence")
-        | thinking.to.itself(internal=True, on="skip_sentence")
-        | speaking.to.itself(internal=True, on="skip_sentence")
+        | stay(greeting, thinking, speaking, on="skip_sentence")
     )
 
     # -- the phone's playback -------------------------------------------------
-    playback_marked = (
-        greeting.to.itself(internal=True, on="mark_heard")
-        | listening.to.itself(internal=True, on="mark_heard")
-        | thinking.to.itself(internal=True, on="mark_heard")
-        | speaking.to.itself(internal=True, on="mark_heard")
-        | interrupted.to.itself(internal=True, on="mark_heard")
-    )
-    playout_timer = (
-        greeting.to.itself(internal=True, on="assume_heard")
-        | listening.to.itself(internal=True, on="assume_heard")
-        | thinking.to.itself(internal=True, on="assume_heard")
-        | speaking.to.itself(internal=True, on="assume_heard")
-        | interrupted.to.itself(internal=True, on="assume_heard")
-    )
-    playback_cleared = (
-        greeting.to.itself(internal=True)
-        | listening.to.itself(internal=True)
-        | thinking.to.itself(internal=True)
-        | speaking.to.itself(internal=True)
-        | interrupted.to.itself(internal=True)
-    )
+    playback_marked = stay(greeting, listening, thinking, speaking, interrupted, on="mark_heard")
+    playout_timer = stay(greeting, listening, thinking, speaking, interrupted, on="assume_heard")
+    playback_cleared = stay(greeting, listening, thinking, speaking, interrupted)
     # Derived by the core: the agent's speech is complete and was heard to the end.
     speech_heard = (
         greeting.to(thinking, cond="turn_pending", on=["close_speech", "ask"])
@@ -177,18 +132,12 @@ class CallMachine(StateMachine):
     idle_timer = (
         listening.to(speaking, cond="reprompts_left", on="say_reprompt")
         | listening.to(speaking, on="say_goodbye")
-        | greeting.to.itself(internal=True)
-        | thinking.to.itself(internal=True)
-        | speaking.to.itself(internal=True)
-        | interrupted.to.itself(internal=True)
+        | stay(greeting, thinking, speaking, interrupted)
     )
     false_interruption_timer = (
         interrupted.to(speaking, cond="resumable", on="resume")
         | interrupted.to(listening, on=["close_speech", "await_caller"])
-        | greeting.to.itself(internal=True)
-        | listening.to.itself(internal=True)
-        | thinking.to.itself(internal=True)
-        | speaking.to.itself(internal=True)
+        | stay(greeting, listening, thinking, speaking)
     )
     call_limit_timer = (
         speaking.to.itself(internal=True, cond="saying_goodbye")
