@@ -287,7 +287,7 @@ def test_end_call_says_goodbye_then_hangs_up_after_it_was_heard():
     out = d(ev.LlmDone(2), 3.3)
     assert out == [cmd.Synthesize(2, 0, d.core.config.goodbye)]
     d.voice(2, 0, 3.4)
-    assert d(ev.SpeechStarted(at=3.5), 3.8) != [cmd.ClearAudio()]  # a farewell is not cut off
+    assert not of(d(ev.SpeechStarted(at=3.5), 3.8), cmd.ClearAudio)  # a farewell is not cut off
     out = d(ev.PlaybackMarked("2.0"), 5.0)
     assert out[-1] == cmd.Hangup("agent")
     assert d.state == "ended"
