@@ -21,25 +21,21 @@ import bisect
 import itertools
 import json
 import os
-import ssl
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
-    ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
-    wrap_client_stream,
 )
 
 from adapters.providers import AudioSource, CallLink
+from adapters.wsclient import open_client
 from engine.events import SpeechStarted, Transcript, UtteranceEnd
 
 BYTES_PER_SECOND = 8000
@@ -106,83 +102,6 @@ class DeepgramSettings:
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"
-
-
-@asynccontextmanager
-async def open_socket(
-    url: str, headers: list[tuple[bytes, bytes]], connect_timeout: float
-) -> AsyncIterator[WebSocketConnection]:
-    """A client WebSocket whose TCP stream is always closed when the block ends.
-
-    ``open_websocket_url`` of trio-websocket 0.12.2 never closes the client's
-    socket when the handshake is refused or the server closes first (it
-    leaves that to the server, RFC 6455 7.1.1): one leaked descriptor per
-    refusal and per normal Deepgram close (1000 after CloseStream, 1011 on
-    idle). Here we own the stream. Errors come out bare, as they do from
-    ``open_websocket_url``: ``ConnectionRejected`` for a refused handshake,
-    ``HandshakeError`` for network trouble, ``ConnectionTimeout``.
-    """
-    parts = urlsplit(url)
-    secure = parts.scheme == "wss"
-    host = parts.hostname or ""
-    port = parts.port or (443 if secure else 80)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = host if port in (80, 443) else f"{host}:{port}"
-    try:
-        with trio.fail_after(connect_timeout):
-            if secure:
-                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
-                    host, port, ssl_context=ssl.create_default_context(), https_compatible=True
-                )
-            else:
-                stream = await trio.open_tcp_stream(host, port)
-    except trio.TooSlowError:
-        raise ConnectionTimeout from None
-    except OSError as exc:
-        raise HandshakeError(f"cannot reach {host_header}: {exc}") from exc
-    try:
-        async with trio.open_nursery() as nursery:
-            try:
-                with trio.fail_after(connect_timeout):
-                    ws = await wrap_client_stream(
-                        nursery,
-                        stream,
-                        host_header,
-                        resource,
-                        extra_headers=headers,  # type: ignore[arg-type]
-                    )
-            except trio.TooSlowError:
-                raise ConnectionTimeout from None
-            try:
-                yield ws
-            finally:
-                try:  # a polite close, unless we are being cancelled: then just drop
-                    with trio.move_on_after(1):
-                        await ws.aclose()
-                finally:
-                    nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise _sole_error(group) from None
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
-def _sole_error(group: BaseExceptionGroup) -> BaseException:
-    """The one real error inside a nursery's group, so callers can use plain ``except``."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
-    if len(real) == 1:
-        return real[0]
-    if not real and leaves:
-        return leaves[0]
-    return group
 
 
 @attrs.define
@@ -294,7 +213,7 @@ class DeepgramSTT:
         while not backlog.closed:
             session = _Session(settings, backlog, link)
             try:
-                async with open_socket(url, settings.headers(), settings.connect_timeout) as ws:
+                async with open_client(url, settings.headers(), settings.connect_timeout) as ws:
                     await session.run(ws)
                 return  # CloseStream answered: the call's audio has ended
             except ConnectionRejected as exc:

@@ -24,8 +24,8 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
-from adapters.deepgram_stt import open_socket
 from adapters.providers import CallLink
+from adapters.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
 
 
@@ -68,7 +68,7 @@ class DeepgramSpeech:
         settings = self.settings
         started = link.now()
         try:
-            async with open_socket(
+            async with open_client(
                 settings.speak_url(), settings.headers(), settings.connect_timeout
             ) as ws:
                 try:

@@ -9,8 +9,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from adapters.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT, open_socket
+from adapters.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT
 from adapters.providers import CallLink
+from adapters.wsclient import open_client
 from engine.events import SpeechStarted, Transcript, UtteranceEnd
 from fixtures.fake_deepgram import run_fake_deepgram, silence, tone
 
@@ -231,7 +232,7 @@ async def test_fake_finalize_and_closestream(autojump_clock):
         fake.transcripts.append("cut short")
         url = f"{fake.url}/v1/listen?encoding=mulaw&sample_rate=8000&interim_results=false"
         headers = [(b"Authorization", f"Token {KEY}".encode())]
-        async with open_socket(url, headers, connect_timeout=5) as ws:
+        async with open_client(url, headers, connect_timeout=5) as ws:
             await ws.send_message(tone(0.4))
             await ws.send_message(json.dumps({"type": "Finalize"}))
             final = json.loads(await ws.get_message())
@@ -251,7 +252,7 @@ async def test_fake_refuses_a_bad_key_with_dg_error(autojump_clock):
     async with run_fake_deepgram(api_key=KEY) as fake:
         headers = [(b"Authorization", b"Token wrong")]
         with pytest.raises(ConnectionRejected) as refused:
-            async with open_socket(f"{fake.url}/v1/listen", headers, connect_timeout=5):
+            async with open_client(f"{fake.url}/v1/listen", headers, connect_timeout=5):
                 pass
     assert refused.value.status_code == 401
     assert (b"dg-error", b"Invalid credentials.") in refused.value.headers

@@ -8,9 +8,9 @@ import logging
 import pytest
 import trio
 
-from adapters.deepgram_stt import open_socket
 from adapters.deepgram_tts import AuraSettings, DeepgramSpeech
 from adapters.providers import CallLink
+from adapters.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
 from fixtures.fake_deepgram import run_fake_deepgram, speech_audio
 
@@ -143,7 +143,7 @@ async def test_fake_answers_clear_with_cleared(autojump_clock):
     async with run_fake_deepgram(api_key=KEY, tts_chunk_delay=0.05) as fake:
         url = f"{fake.url}/v1/speak?model=aura-2-thalia-en&encoding=mulaw&sample_rate=8000"
         headers = [(b"Authorization", f"Token {KEY}".encode())]
-        async with open_socket(url, headers, connect_timeout=5) as ws:
+        async with open_client(url, headers, connect_timeout=5) as ws:
             await ws.send_message(json.dumps({"type": "Speak", "text": "Hello there. " * 10}))
             await ws.send_message(json.dumps({"type": "Flush"}))
             assert isinstance(await ws.get_message(), bytes)
