@@ -1,0 +1,560 @@
+"""A lean load-generating Vobiz platform: many scripted callers, cheap enough to measure a server.
+
+:mod:`fixtures.simulator` is the fidelity tool (recording, transcript, one task per
+frame wake-up per call). Under load that fidelity costs more CPU than the server
+being measured, and a late caller looks exactly like a slow server. This module
+speaks the same protocol with the least work per frame:
+
+- one ticker task paces every call's media on a shared absolute 20 ms grid;
+- frames are filled into a precomputed template (base64 of every frame computed
+  once, shared by all calls) and framed by hand as masked client text frames with
+  a zero key, so there is no JSON encoding and no XOR per frame;
+- a frame is written with one non-blocking ``send``; a call whose socket would
+  block gets a small backlog flushed by its own writer, so it cannot stall the
+  others (its frames are counted as late);
+- each media frame carries ``"sent"``: ``perf_counter_ns()`` at the send, so the
+  server side can separate transit plus its own delay from the caller's lateness;
+- inbound frames are parsed by wsproto; playAudio is measured by its base64
+  length, never decoded;
+- due ``playedStream`` checkpoints sit in one heap served by the ticker, and
+  each call's script is a small state machine stepped by the ticker.
+
+Timings follow the simulator's definitions, so the two can be compared.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import heapq
+import json
+import math
+import socket
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+
+from fixtures.simulator import (
+    QUIET_BEFORE_SPEAKING,
+    STALE_WINDOW,
+    CallerScript,
+    Turn,
+    stream_url,
+)
+
+RATE = 8000
+FRAME_SECONDS = 0.02
+FRAME_BYTES = 160
+SILENCE = b"\xff" * FRAME_BYTES
+
+#: A frame sent this much after its scheduled time counts as late (the caller's own lag).
+LATE = 0.005
+
+_MEDIA_HEAD = b'{"event":"media","media":{"track":"inbound","timestamp":"%d","chunk":%d,"sent":%d'
+_PLAY = '"playAudio"'
+_PAYLOAD = '"payload":"'
+
+
+def client_text_frame(payload: bytes) -> bytes:
+    """A masked client text frame with an all-zero key: valid on the wire, payload as is."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def _frame_tails(audio: bytes) -> tuple[bytes, ...]:
+    """Each 20 ms frame's JSON after the per-frame numbers, base64 done once for all calls."""
+    tails = []
+    for i in range(0, len(audio), FRAME_BYTES):
+        chunk = audio[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
+        tails.append(b',"payload":"' + base64.b64encode(chunk) + b'"}}')
+    return tuple(tails)
+
+
+def played_seconds(text: str) -> float | None:
+    """Duration of a playAudio frame from its base64 length alone, or None if not one.
+
+    Mu-law at 8 kHz: one byte per sample.
+    """
+    if _PLAY not in text[:40]:
+        return None
+    i = text.find(_PAYLOAD)
+    if i < 0:
+        return 0.0
+    i += len(_PAYLOAD)
+    j = text.find('"', i)
+    length = j - i
+    pad = (text[j - 1] == "=") + (text[j - 2] == "=") if length >= 2 else 0
+    return (length // 4 * 3 - pad) / RATE
+
+
+@attrs.frozen
+class CallOutcome:
+    """One call as the phone saw it; times are seconds since its media started.
+
+    ``frames_late`` counts frames this process sent more than :data:`LATE` after
+    their schedule (including those held back because the socket would block,
+    ``frames_backlogged``): when it is not ~0 the caller, not the server, is slow.
+    ``error`` is set when the call failed; a failed call is a result, not a crash.
+    """
+
+    call_id: str
+    duration: float
+    stopped_by_agent: bool
+    turns: tuple[Turn, ...]
+    stale_audio_after_clear: int
+    cleared: int
+    played_checkpoints: int
+    frames_sent: int
+    frames_late: int
+    frames_backlogged: int
+    max_lateness: float
+    error: str | None = None
+
+
+@attrs.frozen
+class _Line:
+    """A script line with its audio already framed."""
+
+    text: str
+    tails: tuple[bytes, ...]
+    wait_for_agent: bool
+    barge_in_after: float | None
+    pause: float
+
+
+class _Checkpoint:
+    __slots__ = ("at", "call", "cancelled", "name")
+
+    def __init__(self, at: float, call: _Call, name: str) -> None:
+        self.at, self.call, self.name, self.cancelled = at, call, name, False
+
+
+class _Call:
+    """One live call's socket, phone playout model and script state (trio clock times)."""
+
+    def __init__(self, platform: LeanPlatform, call_id: str, stream_id: str) -> None:
+        self.platform = platform
+        self.call_id = call_id
+        self.stream_id = stream_id
+        self.sock: socket.socket | None = None
+        self.stream: trio.SocketStream | None = None
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.backlog = bytearray()
+        self.flushing = False
+        self.wake_writer = trio.Event()
+        self.closed = False
+        self.ended = trio.Event()
+        self.reader_scope = trio.CancelScope()
+        self.stopped_by_agent = False
+        self.error: str | None = None
+        # Media clock: frame n is due at t0 + n * 20 ms; set by the first tick.
+        self.k0: int | None = None
+        self.t0 = 0.0
+        self.n = 0
+        self.frames_sent = self.frames_late = self.frames_backlogged = 0
+        self.max_lateness = 0.0
+        # Script.
+        self.line = 0
+        self.phase = "wait"
+        self.until = 0.0  # wait: not before; pause: until
+        self.pos = 0
+        self.speaking = False
+        self.turns: list[dict] = []
+        # Phone playout.
+        self.playout_end = 0.0
+        self.agent_spoke = False
+        self.agent_started_at: float | None = None
+        self.pending: list[_Checkpoint] = []
+        self.clears: list[float] = []
+        self.played = 0
+        self.stale = 0
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, data: bytes) -> bool:
+        """Send now if the socket takes it; else queue for the writer. True if sent at once."""
+        if self.closed:
+            return False
+        if not (self.flushing or self.backlog):
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.closed = True
+                self.reader_scope.cancel()
+                return False
+            if sent == len(data):
+                return True
+            data = data[sent:]
+        self.backlog += data
+        self.wake_writer.set()
+        return False
+
+    async def writer(self) -> None:
+        while True:
+            await self.wake_writer.wait()
+            self.wake_writer = trio.Event()
+            self.flushing = True
+            while self.backlog:
+                chunk = bytes(self.backlog)
+                self.backlog.clear()
+                await self.stream.send_all(chunk)
+            self.flushing = False
+
+    def send_json(self, msg: dict) -> None:
+        self.write(client_text_frame(json.dumps(msg, separators=(",", ":")).encode()))
+
+    # ------------------------------------------------------------ ticker side
+
+    def tick(self, k: int, now: float) -> None:
+        """This call's share of one tick: hang up, step the script, send one media frame."""
+        if self.k0 is None:
+            self.k0, self.t0 = k, now
+        n = k - self.k0
+        if now >= self.t0 + self.platform.script.hang_up_after:
+            self.hang_up()
+            return
+        self.step_script(now)
+        tail = self.platform.silence
+        if self.phase == "speak":
+            line = self.platform.lines[self.line]
+            if self.pos == 0:
+                self.speaking = True
+                self.turns.append(
+                    {
+                        "text": line.text,
+                        "started": n * FRAME_SECONDS,
+                        "ended": None,
+                        "barge_in": self._is_barge_in(line),
+                        "voice_to_voice": None,
+                        "barge_in_to_clear": None,
+                    }
+                )
+            tail = line.tails[self.pos]
+            self.pos += 1
+            if self.pos >= len(line.tails):
+                self.speaking = False
+                ended = (n + 1) * FRAME_SECONDS
+                self.turns[-1]["ended"] = ended
+                self.line += 1
+                self.phase = "wait" if self.line < len(self.platform.lines) else "done"
+                self.until = self.t0 + ended
+        sent_ns = time.perf_counter_ns()
+        frame = _MEDIA_HEAD % (n * 20, n, sent_ns) + tail
+        on_time = self.write(client_text_frame(frame))
+        self.n = n + 1
+        self.frames_sent += 1
+        lateness = sent_ns / 1e9 + self.platform.clock_offset - now
+        self.max_lateness = max(self.max_lateness, lateness)
+        if not on_time:
+            self.frames_backlogged += 1
+        if lateness > LATE or not on_time:
+            self.frames_late += 1
+
+    @staticmethod
+    def _is_barge_in(line: _Line) -> bool:
+        return not line.wait_for_agent and line.barge_in_after is not None
+
+    def step_script(self, now: float) -> None:
+        if self.phase == "wait":
+            if now < self.until:
+                return
+            line = self.platform.lines[self.line]
+            if line.wait_for_agent:
+                if self.agent_spoke and now >= self.playout_end + QUIET_BEFORE_SPEAKING:
+                    self.phase, self.until = "pause", now + line.pause
+            elif self._is_barge_in(line):
+                if self.agent_started_at is not None and now >= self.agent_started_at:
+                    start = self.agent_started_at + line.barge_in_after
+                    self.phase, self.until = "pause", max(now, start) + line.pause
+            else:
+                self.phase, self.until = "pause", now + line.pause
+        if self.phase == "pause" and now >= self.until:
+            self.phase, self.pos = "speak", 0
+            self.agent_spoke = False
+            self.agent_started_at = None
+
+    def hang_up(self) -> None:
+        self.platform.live.discard(self)
+        self.reader_scope.cancel()
+
+    # ------------------------------------------------------------ reader side
+
+    def rel(self) -> float:
+        return trio.current_time() - self.t0
+
+    async def read(self) -> None:
+        parts: list[str] = []
+        while True:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    parts.append(event.data)
+                    if event.message_finished:
+                        text = "".join(parts) if len(parts) > 1 else parts[0]
+                        parts.clear()
+                        if self.on_text(text):
+                            return
+                elif isinstance(event, Ping):
+                    self.write(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    return
+
+    def on_text(self, text: str) -> bool:
+        """Handle one server message; True when the agent stopped the call."""
+        now = trio.current_time()
+        seconds = played_seconds(text)
+        if seconds is not None:
+            self.on_play(now, seconds)
+            return False
+        msg = json.loads(text)
+        event = msg.get("event") if isinstance(msg, dict) else None
+        if event == "checkpoint":
+            at = max(now, self.playout_end)
+            self.pending = [c for c in self.pending if c.at > now]
+            cp = _Checkpoint(at, self, str(msg.get("name", "")))
+            self.pending.append(cp)
+            self.platform.due(cp)
+        elif event == "clearAudio":
+            self.cut(now)
+            self.clears.append(now - self.t0)
+            for turn in self.turns:
+                if turn["barge_in"] and turn["barge_in_to_clear"] is None:
+                    turn["barge_in_to_clear"] = now - self.t0 - turn["started"]
+            self.send_json({"event": "clearedAudio", "streamId": self.stream_id})
+        elif event == "stop":
+            self.cut(now)
+            self.stopped_by_agent = True
+            return True
+        return False
+
+    def on_play(self, now: float, seconds: float) -> None:
+        t = now - self.t0
+        if self.clears and t - self.clears[-1] <= STALE_WINDOW and self.speaking:
+            self.stale += 1
+        for turn in self.turns:
+            if turn["voice_to_voice"] is None and turn["ended"] is not None and t >= turn["ended"]:
+                turn["voice_to_voice"] = t - turn["ended"]
+        start = max(now, self.playout_end)
+        if self.agent_started_at is None:
+            self.agent_started_at = start
+        self.agent_spoke = True
+        self.playout_end = start + seconds
+
+    def cut(self, now: float) -> None:
+        """The phone drops what it has not played; Vobiz never confirms those checkpoints."""
+        self.playout_end = min(self.playout_end, now)
+        for cp in self.pending:
+            if cp.at > now:
+                cp.cancelled = True
+        self.pending = [cp for cp in self.pending if not cp.cancelled]
+
+    def outcome(self, error: str | None = None) -> CallOutcome:
+        return CallOutcome(
+            call_id=self.call_id,
+            duration=max(0.0, self.n * FRAME_SECONDS),
+            stopped_by_agent=self.stopped_by_agent,
+            turns=tuple(Turn(**t) for t in self.turns if t["ended"] is not None),
+            stale_audio_after_clear=self.stale,
+            cleared=len(self.clears),
+            played_checkpoints=self.played,
+            frames_sent=self.frames_sent,
+            frames_late=self.frames_late,
+            frames_backlogged=self.frames_backlogged,
+            max_lateness=self.max_lateness,
+            error=error,
+        )
+
+
+class LeanPlatform:
+    """Places scripted calls against one server and paces all of them from one ticker."""
+
+    def __init__(self, base_url: str, script: CallerScript, speak: Callable[[str], bytes]) -> None:
+        self.base_url = base_url
+        self.script = script
+        self.lines = tuple(
+            _Line(
+                line.text,
+                _frame_tails(speak(line.text) if line.text else SILENCE),
+                line.wait_for_agent,
+                line.barge_in_after,
+                line.pause,
+            )
+            for line in script.lines
+        )
+        self.silence = _frame_tails(SILENCE)[0]
+        self.live: set[_Call] = set()
+        self.checkpoints: list[tuple[float, int, _Checkpoint]] = []
+        self._seq = 0
+        # trio's clock is perf_counter plus a constant; lateness compares the two.
+        self.clock_offset = trio.current_time() - time.perf_counter()
+
+    def due(self, cp: _Checkpoint) -> None:
+        self._seq += 1
+        heapq.heappush(self.checkpoints, (cp.at, self._seq, cp))
+
+    async def run(self, starts: Sequence[float], prefix: str = "lean") -> list[CallOutcome]:
+        """Start call ``i`` at ``starts[i]`` seconds from now; return when all have ended."""
+        outcomes: list[CallOutcome | None] = [None] * len(starts)
+        limits = httpx.Limits(max_connections=200, keepalive_expiry=2.0)
+        async with (
+            httpx.AsyncClient(base_url=self.base_url, timeout=30.0, limits=limits) as http,
+            trio.open_nursery() as ticker,
+        ):
+            ticker.start_soon(self._ticker)
+            async with trio.open_nursery() as calls:
+                for i, delay in enumerate(starts):
+                    calls.start_soon(self._one, http, f"{prefix}-{i}", delay, outcomes, i)
+            ticker.cancel_scope.cancel()
+        return [o for o in outcomes if o is not None]
+
+    async def _ticker(self) -> None:
+        t_start = trio.current_time()
+        k = 0
+        while True:
+            at = t_start + k * FRAME_SECONDS
+            await trio.sleep_until(at)
+            now = trio.current_time()
+            heap = self.checkpoints
+            while heap and heap[0][0] <= now:
+                cp = heapq.heappop(heap)[2]
+                call = cp.call
+                if not cp.cancelled and call in self.live:
+                    call.played += 1
+                    msg = {"event": "playedStream", "streamId": call.stream_id, "name": cp.name}
+                    call.send_json(msg)
+            for call in list(self.live):
+                try:
+                    call.tick(k, at)
+                except Exception as exc:  # one broken call must not stop the others
+                    call.error = f"tick: {exc!r}"[:200]
+                    call.hang_up()
+            k += 1
+
+    async def _one(
+        self,
+        http: httpx.AsyncClient,
+        call_id: str,
+        delay: float,
+        outcomes: list,
+        i: int,
+    ) -> None:
+        await trio.sleep(delay)
+        call = _Call(self, call_id, f"stream-{call_id}")
+        try:
+            await self._call(http, call)
+            outcomes[i] = call.outcome(call.error)
+        except Exception as exc:  # a failed call is a result here, not a crash
+            self.live.discard(call)
+            outcomes[i] = call.outcome(f"{exc!r}"[:200])
+        finally:
+            if call.stream is not None:
+                with trio.CancelScope(shield=True):
+                    await call.stream.aclose()
+
+    async def _call(self, http: httpx.AsyncClient, call: _Call) -> None:
+        form = {"CallUUID": call.call_id, "From": "+15550100", "To": "+15550199"}
+        reply = await http.post("/answer", data={**form, "Direction": "inbound"})
+        reply.raise_for_status()
+        await self._connect(call, stream_url(reply.text))
+        start = {
+            "callId": call.call_id,
+            "streamId": call.stream_id,
+            "accountId": "sim",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+        }
+        call.send_json({"event": "start", "sequenceNumber": 0, "start": start})
+        self.live.add(call)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call.writer)
+            with call.reader_scope:
+                await call.read()
+            self.live.discard(call)
+            await self._close(call)
+            nursery.cancel_scope.cancel()
+        hangup = {
+            **form,
+            "Event": "Hangup",
+            "HangupCause": "NORMAL_CLEARING",
+            "Duration": str(math.ceil(call.n * FRAME_SECONDS)),
+        }
+        await http.post("/hangup", data=hangup)
+
+    async def _connect(self, call: _Call, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "ws":
+            raise ValueError(f"only ws:// on loopback, got {url!r}")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        tsock = trio.socket.from_stdlib_socket(sock)
+        try:
+            await tsock.connect((parts.hostname, parts.port or 80))
+        except BaseException:
+            tsock.close()
+            raise
+        call.sock, call.stream = sock, trio.SocketStream(tsock)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        await call.stream.send_all(call.ws.send(Request(host=parts.netloc, target=target)))
+        while True:
+            data = await call.stream.receive_some(65536)
+            if not data:
+                raise ConnectionError("closed during the WebSocket handshake")
+            call.ws.receive_data(data)
+            for event in call.ws.events():
+                if isinstance(event, AcceptConnection):
+                    return
+                if isinstance(event, RejectConnection):
+                    raise ConnectionError(f"WebSocket refused: HTTP {event.status_code}")
+
+    async def _close(self, call: _Call) -> None:
+        """Flush, say goodbye, and give the server a moment to answer the close."""
+        with trio.move_on_after(2.0):
+            while call.backlog or call.flushing:
+                await trio.sleep(0.01)
+            if call.closed:
+                return
+            if call.ws.state is ConnectionState.OPEN:
+                call.write(call.ws.send(CloseConnection(code=1000)))
+                call.closed = True  # nothing more goes out after the close frame
+                while call.backlog or call.flushing:
+                    await trio.sleep(0.01)
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await call.read()
+        call.closed = True
+
+
+async def run_calls(
+    base_url: str,
+    script: CallerScript,
+    *,
+    speak: Callable[[str], bytes],
+    starts: Sequence[float] = (0.0,),
+    prefix: str = "lean",
+) -> list[CallOutcome]:
+    """Place ``len(starts)`` scripted calls against ``base_url``, call ``i`` at ``starts[i]``."""
+    return await LeanPlatform(base_url, script, speak).run(starts, prefix)
