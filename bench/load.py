@@ -578,7 +578,7 @@ async def bench_main(args: argparse.Namespace) -> None:
                 print(json.dumps({k: v for k, v in row.items() if k != "failures"}), flush=True)
                 for failure in row["failures"]:
                     print("   ", failure, flush=True)
-                if failed_badly(row) and n != ladder[-1]:
+                if failed_badly(row) and n != ladder[-1] and not args.keep_going:
                     print(f"-- stopping the ladder: {n} calls failed badly", flush=True)
                     break
         finally:
@@ -607,6 +607,9 @@ def main() -> None:
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, 25 s each")
     parser.add_argument("--calls", default="1,10,50,100,200,400")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="run every step even after a bad one"
+    )
     parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
