@@ -341,6 +341,11 @@ class _Call:
             self.platform.due(cp)
         elif event == "clearAudio":
             self.cut(now)
+            # What was cut was never heard: the agent has not answered yet. Without this,
+            # reply audio still arriving just after a barge-in starts would count as the
+            # answer, and the next line would start over the real one.
+            self.agent_spoke = False
+            self.agent_started_at = None
             self.clears.append(now - self.t0)
             for turn in self.turns:
                 if turn["barge_in"] and turn["barge_in_to_clear"] is None:

@@ -44,6 +44,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +64,10 @@ REPLY = (
 )
 GREETING = "Hello, Roma restaurant."
 BARGE_IN_AFTER = 0.5
+
+#: A turn that ended this close to the hang-up is not counted as missing its reply: a
+#: reply cannot come sooner than endpointing plus the fakes' delays (~0.9 s).
+REPLY_GRACE = 3.0
 
 #: A step whose p99 inbound lag (vs send) exceeds this ends the ladder.
 BAD_LAG = 1.0
@@ -441,12 +446,17 @@ async def run_step(
     logs = [analyse_log(p) for p in sorted(log_dir.glob("*.jsonl"))]
     overhead = [x for log in logs for x in log["overhead"]]
     barge = [x for log in logs for x in log["barge_in"]]
+    outcomes = [attrs.asdict(r) for r in results]
+    (log_dir / "caller-outcomes.json").write_text(json.dumps(outcomes, indent=0))
     failures += [f"{r.call_id}: {r.error}" for r in results if r.error is not None]
     results = [r for r in results if r.error is None]
     stale = sum(r.stale_audio_after_clear for r in results)
     v2v = [t.voice_to_voice for r in results for t in r.turns if t.voice_to_voice is not None]
     missing_replies = sum(
-        1 for r in results for t in r.turns if not t.barge_in and t.voice_to_voice is None
+        1
+        for r in results
+        for t in r.turns
+        if not t.barge_in and t.voice_to_voice is None and t.ended <= r.duration - REPLY_GRACE
     )
     no_clear = sum(1 for r in results if r.cleared < 1)
     failed = n - len(results)
