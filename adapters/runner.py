@@ -173,6 +173,11 @@ class CallSession:
                 self._nursery.cancel_scope.cancel()
 
     def note(self, what: str, **fields: Any) -> None:
+        """Add a runner note to the log; once the footer is written, the log is finished."""
+        if self._file.closed:
+            # A webhook can arrive between the footer and the socket handler's exit.
+            self.log.info("after the end: %s %s (not logged)", what, fields)
+            return
         self.writer.note(self.now(), what, **fields)
 
     # -- the call --------------------------------------------------------------------
