@@ -6,7 +6,12 @@ live calls on SIGTERM; under hypercorn's own command line, give live calls time 
 on trio.
 """
 
-from adapters.cli import build_app
+from adapters.cli import build_app, settle
 from adapters.settings import ServerSettings
 
 app = build_app(ServerSettings.from_env())
+
+
+@app.before_serving
+async def _settle() -> None:
+    settle(app)
