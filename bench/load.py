@@ -30,6 +30,8 @@ reported next to it as the server-only part.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import math
 import os
@@ -159,6 +161,23 @@ class InboundProbe:
         return out
 
 
+class GcPauses:
+    """How long each garbage collection held the loop, per generation (a stall no CPU % shows)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+
+    def install(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+
 async def _loop_lag(samples: array, stalls: list, stop: trio.Event) -> None:
     """Overshoot of a 10 ms sleep: how long B's trio loop was busy elsewhere."""
     t0 = time.perf_counter()
@@ -203,19 +222,29 @@ async def server_main(args: argparse.Namespace) -> None:
     app = create_app(settings, config, providers)
     loop_lag = array("d")
     stalls: list = []
+    gc_pauses = GcPauses()
+    gc_pauses.install()
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         base = await serve_on_loopback(nursery, app, shutdown)
         nursery.start_soon(_loop_lag, loop_lag, stalls, shutdown)
         print(json.dumps({"url": base, "pid": os.getpid()}), flush=True)
-        with trio.move_on_after(args.max_seconds):
-            await _until_stdin_closes()
+        with contextlib.ExitStack() as profiling:
+            if args.profile:  # from here on: start-up (imports, warm-up) is not what we study
+                from bench.sampler import StackSampler
+
+                sampler = profiling.enter_context(StackSampler())
+            with trio.move_on_after(args.max_seconds):
+                await _until_stdin_closes()
         shutdown.set()
+        if args.profile:
+            sampler.write_report(Path(args.profile))
     stats = {
         "inbound_lag": probe.lags(),
         "inbound_lag_send": list(probe.since_send),
         "loop_lag": list(loop_lag),
         "stalls": stalls,
+        "gc": gc_pauses.pauses,
     }
     Path(args.stats).write_text(json.dumps(stats))
 
@@ -414,7 +443,7 @@ async def run_step(
             str(seconds + ramp + SAFETY_SECONDS),
         ]
         if profile:
-            argv += ["--profile", str(log_dir / "server.prof")]
+            argv += ["--profile", str(log_dir / "server-profile.txt")]
         if server_cpu is not None:
             argv += ["--cpu", str(server_cpu)]
         proc, info = await _start_process(argv, nursery)
@@ -490,6 +519,10 @@ async def run_step(
         "rss_peak_mb": peak_rss / 2**20,
         "rss_per_call_mb": (peak_rss - idle[2]) / 2**20 / n,
         "stalls_over_50ms": server.get("stalls", [])[:20],
+        "gc_pauses": {
+            f"gen{g}": _percentiles([d for gen, d in server.get("gc", []) if gen == g])
+            for g in (0, 1, 2)
+        },
         "failures": failures[:5],
     }
 
@@ -612,7 +645,7 @@ def main() -> None:
     p.add_argument("--fakes", required=True)
     p.add_argument("--log-dir", required=True)
     p.add_argument("--stats", required=True)
-    p.add_argument("--profile", default=None, help="write a cProfile of the server here")
+    p.add_argument("--profile", default=None, help="write a stack-sample profile here")
     p.add_argument("--max-seconds", type=float, default=600)
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, 25 s each")
@@ -628,19 +661,16 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each call")
     parser.add_argument("--json", default=None, help="also write the rows here")
-    parser.add_argument("--profile", action="store_true", help="cProfile the server per step")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the server's stacks (server-profile.txt)"
+    )
     args = parser.parse_args()
     if args.role == "fakes":
         trio.run(fakes_main, args)
     elif args.role == "server":
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
-        if args.profile:
-            import cProfile
-
-            cProfile.runctx("trio.run(server_main, args)", globals(), locals(), args.profile)
-        else:
-            trio.run(server_main, args)
+        trio.run(server_main, args)
     else:
         if args.quick:
             args.calls, args.seconds = "1,10", 25.0
