@@ -36,7 +36,6 @@ import json
 import math
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -112,6 +111,10 @@ async def _until_stdin_closes() -> None:
 # ----------------------------------------------------------------------------- process B
 
 
+#: How the lean caller's media frames begin, up to the timestamp's digits.
+_MEDIA_HEAD = '{"event":"media","media":{"track":"inbound","timestamp":"'
+
+
 class InboundProbe:
     """How late each media frame reaches the runner, vs the caller's schedule and vs its send.
 
@@ -120,9 +123,6 @@ class InboundProbe:
     directly, both read from the same monotonic clock (perf_counter) in two processes.
     Kept as raw arrays: cheap enough.
     """
-
-    _TS = re.compile(rb'"timestamp":"(\d+)"')
-    _SENT = re.compile(rb'"sent":(\d+)')
 
     def __init__(self) -> None:
         self.calls: list[array] = []
@@ -137,17 +137,21 @@ class InboundProbe:
         async def receive(transport: Any) -> str | bytes:
             frame = await original(transport)
             now = time.perf_counter()
-            raw = frame.encode() if isinstance(frame, str) else frame
-            sent = self._SENT.search(raw[:200])
-            if sent is not None:
-                probe.since_send.append(now - int(sent.group(1)) / 1e9)
-            match = self._TS.search(raw[:200])
-            if match is not None:
-                offsets = getattr(transport, "_bench_offsets", None)
-                if offsets is None:
-                    offsets = transport._bench_offsets = array("d")
-                    probe.calls.append(offsets)
-                offsets.append(now - int(match.group(1)) / 1000)
+            # The caller's media frames start with a fixed head: plain slicing is cheaper
+            # than a regex, and the probe's cost is charged to the server it measures.
+            if isinstance(frame, str) and frame.startswith(_MEDIA_HEAD):
+                ts_end = frame.find('"', len(_MEDIA_HEAD))
+                sent_at = frame.find('"sent":', ts_end)
+                if ts_end > 0 and sent_at > 0:
+                    sent_end = frame.find(",", sent_at)
+                    if sent_end < 0:
+                        sent_end = frame.find("}", sent_at)
+                    probe.since_send.append(now - int(frame[sent_at + 7 : sent_end]) / 1e9)
+                    offsets = getattr(transport, "_bench_offsets", None)
+                    if offsets is None:
+                        offsets = transport._bench_offsets = array("d")
+                        probe.calls.append(offsets)
+                    offsets.append(now - int(frame[len(_MEDIA_HEAD) : ts_end]) / 1000)
             return frame
 
         server.QuartTransport.receive = receive  # type: ignore[method-assign]
