@@ -258,7 +258,7 @@ class CallSession:
 
     def _finish(self) -> None:
         if not self.core.ended:
-            # Cancelled from outside (quart-trio cancels the handler when the socket drops):
+            # Cancelled from outside (the server cancelled the socket's handler, e.g. at shutdown):
             # the engine still hears how the call ended, so the log tells the whole story.
             if self.end_reason == "unknown":
                 self.end_reason = "socket closed"

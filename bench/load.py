@@ -132,7 +132,7 @@ class InboundProbe:
         from adapters import server
 
         probe = self
-        original = server.QuartTransport.receive
+        original = server.AsgiTransport.receive
 
         async def receive(transport: Any) -> str | bytes:
             frame = await original(transport)
@@ -154,7 +154,7 @@ class InboundProbe:
                     offsets.append(now - int(frame[len(_MEDIA_HEAD) : ts_end]) / 1000)
             return frame
 
-        server.QuartTransport.receive = receive  # type: ignore[method-assign]
+        server.AsgiTransport.receive = receive  # type: ignore[method-assign]
 
     def lags(self) -> list[float]:
         out: list[float] = []
