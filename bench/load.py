@@ -82,7 +82,7 @@ SAFETY_SECONDS = 120.0
 
 async def fakes_main(args: argparse.Namespace) -> None:
     from fixtures.fake_deepgram import run_fake_deepgram
-    from fixtures.fake_openai import FakeOpenAI, Reply, run_fake_openai
+    from fixtures.fake_openai import FakeOpenAI, Reply, run_lean_fake_openai
 
     fake = FakeOpenAI(
         script=lambda messages: Reply(REPLY),
@@ -93,7 +93,7 @@ async def fakes_main(args: argparse.Namespace) -> None:
     )
     async with (
         run_fake_deepgram(transcriber=lambda i: CALLER_TEXT, idle_timeout=60) as deepgram,
-        run_fake_openai(fake) as openai,
+        run_lean_fake_openai(fake) as openai,
     ):
         print(json.dumps({"deepgram": deepgram.url, "openai": openai.base_url}), flush=True)
         with trio.move_on_after(args.max_seconds):
