@@ -19,6 +19,7 @@ import attrs
 import httpx2
 import openai
 import trio
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from adapters.providers import CallLink
 from adapters.tools import BUILTIN_DECLARATIONS, BUILTIN_NAMES, Tool, load_tools
@@ -207,7 +208,17 @@ class OpenAIChat:
         started = link.now()
         first: float | None = None
         result = _Round()
-        stream = await self._client.get().chat.completions.create(**request)
+        # The client's own post, not chat.completions.create: the resource method first runs
+        # the request through the SDK's type-driven transform, 0.5 ms of CPU per request
+        # (with our tool declarations) that changes nothing in a body of plain JSON types.
+        # Same retries, errors and chunk objects.
+        stream = await self._client.get().post(
+            "/chat/completions",
+            body=request,
+            cast_to=ChatCompletion,
+            stream=True,
+            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+        )
         async with stream:
             async for chunk in stream:
                 if chunk.usage is not None:
