@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 import replay as replay_cli
+from engine import events as ev
 from engine.calllog import LogError, read_log
 from engine.diagram import states_markdown
 from engine.replay import replay
@@ -117,3 +118,24 @@ def test_the_graphviz_rendering_names_every_state_and_change(tmp_path):
     if shutil.which("dot"):
         svg = subprocess.run(["dot", "-Tsvg"], input=text, text=True, capture_output=True)
         assert svg.returncode == 0 and "<svg" in svg.stdout
+
+
+def test_streaming_records_wait_for_the_next_record_that_matters():
+    """What the OS has seen is always a whole-line prefix of the log."""
+    import io
+
+    from engine.calllog import CallLogWriter
+
+    class Disk(io.StringIO):
+        seen = ""
+
+        def flush(self) -> None:
+            self.seen = self.getvalue()
+
+    disk = Disk()
+    writer = CallLogWriter(disk)
+    writer.event(1.0, ev.TtsAudio(1, 0, b"\xff" * 160))
+    writer.event(1.02, ev.LlmText(1, " six"))
+    assert disk.seen == ""
+    writer.event(1.04, ev.TtsDone(1, 0))
+    assert disk.seen == disk.getvalue() and disk.seen.count("\n") == 3
