@@ -56,3 +56,31 @@ async def test_a_webhook_after_the_footer_is_not_written_and_does_not_raise(tmp_
     session.end_from_outside("hangup webhook")
 
     assert session.path.read_text().splitlines() == lines
+
+
+def test_settling_warms_the_providers_and_freezes_the_heap_out_of_the_collector():
+    import gc
+
+    from adapters.cli import GC_THRESHOLDS, settle
+
+    class Warmable(Silent):
+        warmed = 0
+
+        def warm(self):
+            self.warmed += 1
+
+    voice = Warmable()
+
+    class App:
+        class hub:
+            providers = Providers(stt=voice, llm=voice, tts=voice)
+
+    thresholds = gc.get_threshold()
+    try:
+        settle(App)
+        assert voice.warmed == 2  # the model and the voice
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
