@@ -28,8 +28,13 @@ def main() -> None:
     for stat in ("p50", "p95", "p99"):
         left.plot(calls, series("overhead", stat), marker="o", label=f"overhead {stat}")
     left.plot(
-        calls, series("inbound_lag", "p99"), marker="s", linestyle="--", label="inbound lag p99"
+        calls,
+        series("inbound_lag_send", "p99"),
+        marker="s",
+        linestyle="--",
+        label="inbound lag p99 (vs send)",
     )
+    left.axhline(20, color="grey", linewidth=0.8, linestyle=":", label="20 ms (headline rule)")
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("concurrent calls")
@@ -40,7 +45,8 @@ def main() -> None:
     right.plot(calls, [r["rss_per_call_mb"] for r in rows], marker="s", label="RSS MB per call")
     right.set_xscale("log")
     right.set_xlabel("concurrent calls")
-    right.set_title("Server cost (one process, 2-core machine)")
+    right.axhline(100, color="grey", linewidth=0.8, linestyle=":")
+    right.set_title("Server cost (one process pinned to one core)")
     right.legend()
     fig.tight_layout()
     fig.savefig(target, dpi=110)
