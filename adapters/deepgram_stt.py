@@ -185,6 +185,9 @@ class AudioBacklog:
         return sent[i].at + (offset - sent[i].sent_at) / BYTES_PER_SECOND  # type: ignore[operator]
 
 
+KEEP_ALIVE = json.dumps({"type": "KeepAlive"})
+
+
 class _Fatal(Exception):
     """Retrying cannot help; the reason is for the log."""
 
@@ -271,12 +274,15 @@ class _Session:
     offset: int = 0
     heard_from_server: bool = False
     close_sent: bool = False
+    last_sent: float = 0.0  # trio time of the last message sent on this connection
     unknown_types: set[str] = attrs.Factory(set)
 
     async def run(self, ws: WebSocketConnection) -> None:
         self.backlog.new_connection()
+        self.last_sent = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write, ws)
+            nursery.start_soon(self._keep_alive, ws)
             ending = await self._read(ws)
             nursery.cancel_scope.cancel()
         if ending is not None:  # raised out here, not wrapped in the nursery's group
@@ -334,9 +340,9 @@ class _Session:
             await self.link.emit(Transcript(text, is_final=is_final, speech_final=speech_final))
 
     async def _write(self, ws: WebSocketConnection) -> None:
+        """Send the phone's audio as it comes (a reconnect first replays what is unconfirmed)."""
         backlog = self.backlog
         cursor = backlog.first_index()
-        last_sent = trio.current_time()
         try:
             while True:
                 batch = backlog.unsent_from(cursor, limit=BYTES_PER_SECOND // 10)
@@ -345,19 +351,32 @@ class _Session:
                         chunk.sent_at = self.offset
                         self.offset += len(chunk.data)
                     cursor = batch[-1].index + 1
-                    await ws.send_message(b"".join(c.data for c in batch))
-                    last_sent = trio.current_time()
-                    continue
-                if backlog.closed:
+                    data = batch[0].data if len(batch) == 1 else b"".join(c.data for c in batch)
+                    await ws.send_message(data)
+                    self.last_sent = trio.current_time()
+                elif backlog.closed:
                     await self._close_stream(ws)
                     return
-                with trio.move_on_at(last_sent + self.settings.keepalive_after):
+                else:
                     await backlog.wait_changed()
-                    continue
-                await ws.send_message(json.dumps({"type": "KeepAlive"}))
-                last_sent = trio.current_time()
         except ConnectionClosed:
             await trio.sleep_forever()  # the reader reports why
+
+    async def _keep_alive(self, ws: WebSocketConnection) -> None:
+        """Deepgram closes a stream that hears nothing for 10 s: speak up during pauses.
+
+        A task of its own, so the writer's path for each 20 ms frame has no timeout.
+        """
+        try:
+            while not self.close_sent:
+                due = self.last_sent + self.settings.keepalive_after
+                if trio.current_time() < due:
+                    await trio.sleep_until(due)
+                    continue
+                await ws.send_message(KEEP_ALIVE)
+                self.last_sent = trio.current_time()
+        except ConnectionClosed:
+            await trio.sleep_forever()
 
     async def _close_stream(self, ws: WebSocketConnection) -> None:
         self.close_sent = True
