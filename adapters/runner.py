@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,12 @@ class CallSession:
         self._nursery: trio.Nursery | None = None
         self._transport: Transport | None = None
         self._sockets = 0  # sockets served so far; the newest one is the live one
+        # What goes to the caller waits here for the sender task: the engine never waits on
+        # the socket, so a barge-in is not queued behind seconds of reply audio being written.
+        self._outbox: deque[str] = deque()
+        self._outbox_changed = trio.Event()
+        self._outbox_idle = trio.Event()
+        self._outbox_idle.set()
         self._socket_scope: trio.CancelScope | None = None
         self.link = CallLink(self.call_id, self._emit, self.now, self.log)
 
@@ -192,10 +198,12 @@ class CallSession:
                 self._nursery = nursery
                 task_status.started()
                 nursery.start_soon(self._run_stt)
+                nursery.start_soon(self._run_sender)
                 if self.options.providers.vad is not None:
                     nursery.start_soon(self._run_vad, self.options.providers.vad)
                 await self.events_tx.send(ev.CallStarted(self.call_id, self.start.stream_id))
                 await self._engine_loop()
+                await self._flush_outbox()
                 nursery.cancel_scope.cancel()
         except Exception as exc:  # one failing call never takes the server down
             self.end_reason = f"error: {exc!r}"
@@ -390,6 +398,25 @@ class CallSession:
             await self._emit(ev.TimerFired(name))
 
     # -- outbound: commands to the world -------------------------------------------------
+    def _queue(self, text: str) -> None:
+        self._outbox.append(text)
+        self._outbox_idle = trio.Event() if self._outbox_idle.is_set() else self._outbox_idle
+        self._outbox_changed.set()
+
+    async def _run_sender(self) -> None:
+        """Write the outbox to the live socket, in order, as fast as the socket takes it."""
+        while True:
+            while self._outbox:
+                await self._send(self._outbox.popleft())
+            self._outbox_idle.set()
+            self._outbox_changed = trio.Event()
+            await self._outbox_changed.wait()
+
+    async def _flush_outbox(self, timeout: float = 2.0) -> None:
+        """Wait until everything queued is written (before a hang-up, a transfer, the end)."""
+        with trio.move_on_after(timeout):
+            await self._outbox_idle.wait()
+
     async def _send(self, text: str) -> None:
         assert self._transport is not None
         try:
@@ -397,9 +424,9 @@ class CallSession:
         except Exception as exc:
             self.log.info("send failed (socket gone?): %r", exc)
 
-    async def _play(self, frame: bytes) -> None:
+    def _play(self, frame: bytes) -> None:
         payload = self.outbound.from_ulaw8k(frame)
-        await self._send(vobiz.play_audio(payload, self.start.encoding, self.start.sample_rate))
+        self._queue(vobiz.play_audio(payload, self.start.encoding, self.start.sample_rate))
 
     async def _dispatch(self, command: Any) -> None:
         nursery = self._nursery
@@ -408,16 +435,18 @@ class CallSession:
         match command:
             case cmd.PlayAudio(audio=audio):
                 for frame in self.framer.push(bytes(audio)):
-                    await self._play(frame)
+                    self._play(frame)
             case cmd.Checkpoint(name=name):
                 tail = self.framer.flush()
                 if tail:
-                    await self._play(tail)
-                await self._send(vobiz.checkpoint(stream_id, name))
+                    self._play(tail)
+                self._queue(vobiz.checkpoint(stream_id, name))
             case cmd.ClearAudio():
                 self.framer.reset()
                 self.outbound.reset()
-                await self._send(vobiz.clear_audio(stream_id))
+                # Audio not yet written is dropped here rather than sent and then cleared.
+                self._outbox = deque(t for t in self._outbox if not vobiz.is_play_audio(t))
+                self._queue(vobiz.clear_audio(stream_id))
             case cmd.StartCompletion(turn=turn, messages=messages):
                 scope = trio.CancelScope()
                 self._llm[turn] = scope
@@ -442,18 +471,21 @@ class CallSession:
                     scope.cancel()
             case cmd.Hangup(reason=reason):
                 self.end_reason = f"hangup ({reason})"
-                await self._send(vobiz.stop(stream_id))
+                self._queue(vobiz.stop(stream_id))
+                await self._flush_outbox()
                 if self.options.on_hangup is not None:
                     await self._best_effort("rest_hangup", self.options.on_hangup(self.call_id))
             case cmd.Transfer(to=to):
                 self.end_reason = f"transfer to {to}"
+                await self._flush_outbox()  # the goodbye is heard before the line moves
                 if self.options.on_transfer is not None:
                     await self._best_effort(
                         "rest_transfer", self.options.on_transfer(self.call_id, to)
                     )
                 else:
                     self.note("transfer_unavailable", to=to)
-                    await self._send(vobiz.stop(stream_id))
+                    self._queue(vobiz.stop(stream_id))
+                    await self._flush_outbox()
 
     async def _best_effort(self, what: str, action: Awaitable[None]) -> None:
         """REST calls never raise into the call; their failures are logged."""

@@ -277,6 +277,11 @@ def play_audio(payload: bytes, encoding: str = MULAW, sample_rate: int = 8000) -
     return _dumps({"event": "playAudio", "media": media})
 
 
+def is_play_audio(text: str) -> bool:
+    """Whether a frame built here is a ``playAudio`` (cheaply: it is our own JSON)."""
+    return text.startswith('{"event":"playAudio"')
+
+
 def checkpoint(stream_id: str, name: str) -> str:
     """Ask for a ``playedStream`` named ``name`` once everything queued so far has played."""
     return _dumps({"event": "checkpoint", "streamId": stream_id, "name": name})

@@ -84,3 +84,55 @@ def test_settling_warms_the_providers_and_freezes_the_heap_out_of_the_collector(
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+class Stalled(Frames):
+    """A socket that takes one message and then nothing until ``drain`` is set."""
+
+    def __init__(self):
+        super().__init__([])
+        self.drain = trio.Event()
+
+    async def send(self, text):
+        if self.sent:
+            await self.drain.wait()
+        self.sent.append(text)
+
+
+class Talkative(Silent):
+    """A voice that returns two seconds of audio at once, in 100 ms chunks."""
+
+    async def synthesize(self, turn, seq, text, link):
+        for _ in range(20):
+            await link.emit(ev.TtsAudio(turn, seq, b"\x7f" * 800))
+        await link.emit(ev.TtsDone(turn, seq))
+
+
+async def test_a_stalled_socket_does_not_delay_a_barge_in_and_unsent_audio_is_dropped(
+    tmp_path, autojump_clock
+):
+    voice = Talkative()
+    options = CallOptions(
+        config=AgentConfig(greeting="Hello there.", greeting_interruptible=True),
+        providers=Providers(stt=voice, llm=voice, tts=voice),
+        log_dir=tmp_path,
+    )
+    session = CallSession(Start("call-1", "stream-1"), options)
+    socket = Stalled()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        nursery.start_soon(session.serve_socket, socket)
+        await trio.sleep(1.0)  # the greeting's 2 s of audio is queued; one frame got out
+        assert len(socket.sent) == 1
+        await session.events_tx.send(ev.SpeechStarted(at=session.now(), source="vad"))
+        await trio.sleep(0.2)  # past barge_in_min_speech, socket still stalled
+        records = [json.loads(line) for line in session.path.read_text().splitlines()]
+        assert "ClearAudio" in [r.get("command") for r in records], "the engine was not blocked"
+        socket.drain.set()
+        await trio.sleep(0.1)
+        session.end_from_outside("test over")
+
+    kinds = [json.loads(text)["event"] for text in socket.sent]
+    # One frame written, one caught mid-write by the stall, the greeting's checkpoint kept
+    # (Vobiz answers it once the audio before it is gone); the other 98 frames never went.
+    assert kinds == ["playAudio", "playAudio", "checkpoint", "clearAudio"]
