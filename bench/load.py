@@ -200,6 +200,7 @@ async def server_main(args: argparse.Namespace) -> None:
     from adapters.openai_chat import ChatSettings, OpenAIChat
     from adapters.openai_speech import OpenAISpeech, SpeechSettings
     from adapters.runner import Providers
+    from adapters.vad import LocalVad
     from adapters.server import create_app
     from adapters.settings import ServerSettings
     from engine.config import AgentConfig
@@ -218,7 +219,10 @@ async def server_main(args: argparse.Namespace) -> None:
         stt=stt,
         llm=OpenAIChat(ChatSettings(base_url=urls["openai"], api_key="test")),
         tts=OpenAISpeech(SpeechSettings(base_url=urls["openai"], api_key="test", model="tts-1")),
-        names={"stt": "deepgram", "llm": "openai", "tts": "openai"},
+        # As served by default (BARGE_IN_SOURCE=both, LOCAL_VAD=webrtc): a local VAD beside
+        # the recognizer, whose SpeechStarted events also reach the engine.
+        vad=LocalVad(kind="webrtc"),
+        names={"stt": "deepgram", "llm": "openai", "tts": "openai", "vad": "webrtc"},
     )
     config = AgentConfig(greeting=GREETING, idle_timeout=60.0, max_call_seconds=3600.0)
     probe = InboundProbe()
