@@ -200,9 +200,9 @@ async def server_main(args: argparse.Namespace) -> None:
     from adapters.openai_chat import ChatSettings, OpenAIChat
     from adapters.openai_speech import OpenAISpeech, SpeechSettings
     from adapters.runner import Providers
-    from adapters.vad import LocalVad
     from adapters.server import create_app
     from adapters.settings import ServerSettings
+    from adapters.vad import LocalVad
     from engine.config import AgentConfig
 
     urls = json.loads(args.fakes)
