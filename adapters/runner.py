@@ -123,6 +123,10 @@ class CallSession:
         self.inbound = InboundConverter(start.encoding, start.sample_rate)
         self.outbound = OutboundConverter(start.encoding, start.sample_rate)
         self.framer = Framer()
+        # A local VAD that can be fed inline runs in the receive path (no channel, no task).
+        vad = options.providers.vad
+        self.vad = vad.detector() if hasattr(vad, "detector") else None
+        self._vad_channel = vad is not None and self.vad is None  # a VAD with a task of its own
         self.core = CallCore(options.config)
         wall = datetime.datetime.now(datetime.UTC)
         options.log_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,7 @@ class CallSession:
                 task_status.started()
                 nursery.start_soon(self._run_stt)
                 nursery.start_soon(self._run_sender)
-                if self.options.providers.vad is not None:
+                if self._vad_channel:
                     nursery.start_soon(self._run_vad, self.options.providers.vad)
                 await self.events_tx.send(ev.CallStarted(self.call_id, self.start.stream_id))
                 await self._engine_loop()
@@ -303,8 +307,7 @@ class CallSession:
                 if await self._protocol_error(exc, seen_unknown):
                     return
                 continue
-            event = self._translate(message)
-            if event is not None:
+            for event in self._translate(message):
                 await self.events_tx.send(event)
                 if isinstance(event, ev.CallEnded):
                     return
@@ -316,24 +319,35 @@ class CallSession:
         except trio.WouldBlock:
             self.dropped_audio += 1
 
-    def _translate(self, message: vobiz.Inbound) -> ev.Event | None:
+    def _translate(self, message: vobiz.Inbound) -> list[ev.Event]:
         if isinstance(message, vobiz.Media):
             audio = self.inbound.to_ulaw8k(message.payload)
             self._offer(self.audio_tx, audio)
-            if self.options.providers.vad is not None:
+            if self.vad is not None:
+                return self._detect_voice(audio)
+            if self._vad_channel:
                 self._offer(self.vad_tx, audio)
-            return None
+            return []
         if isinstance(message, vobiz.PlayedStream):
-            return ev.PlaybackMarked(message.name)
+            return [ev.PlaybackMarked(message.name)]
         if isinstance(message, vobiz.ClearedAudio):
-            return ev.PlaybackCleared()
+            return [ev.PlaybackCleared()]
         if isinstance(message, vobiz.Dtmf):
-            return ev.DtmfPressed(message.digit)
+            return [ev.DtmfPressed(message.digit)]
         if isinstance(message, vobiz.Stop):
-            return ev.CallEnded("stop")
+            return [ev.CallEnded("stop")]
         # A second start: Vobiz reconnected the stream; keep one conversation going.
         self.note("start_again", stream_id=message.stream_id)
-        return None
+        return []
+
+    def _detect_voice(self, audio: bytes) -> list[ev.Event]:
+        try:
+            return self.vad.feed(audio, self.now())  # type: ignore[union-attr]
+        except Exception as exc:
+            self.log.exception("local VAD failed; barge-in falls back to the recognizer")
+            self.note("vad_failed", reason=repr(exc))
+            self.vad = None
+            return []
 
     async def _protocol_error(self, exc: vobiz.ProtocolError, seen: set[str]) -> bool:
         """Log a bad frame; True when there have been too many and the call must end."""

@@ -14,11 +14,14 @@ barge-in (to notice the caller talking over the agent).
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import numpy as np
 import webrtcvad
 
-from adapters.audio import FRAME_BYTES, PHONE_RATE, ulaw_decode
+from adapters.audio import FRAME_BYTES, PHONE_RATE, Framer, ulaw_decode
+from engine.events import SpeechStarted, SpeechStopped
 
 #: Seconds in one phone frame.
 FRAME_SECONDS = FRAME_BYTES / PHONE_RATE
@@ -162,18 +165,38 @@ class LocalVad:
         self.onset_s = onset_s
         self.offset_s = offset_s
 
-    async def run(self, audio, link) -> None:  # AudioSource, CallLink
-        from adapters.audio import Framer
-        from engine.events import SpeechStarted, SpeechStopped
+    def detector(self) -> VadDetector:
+        """A fresh per-call detector, to be fed inline by the call's receive path."""
+        return VadDetector(make_classifier(self.kind, self.mode), self.onset_s, self.offset_s)
 
-        classifier = make_classifier(self.kind, self.mode)
-        segmenter = VadSegmenter(self.onset_s, self.offset_s)
-        framer = Framer()
+    async def run(self, audio, link) -> None:  # AudioSource, CallLink
+        """The same detector as a task reading its own channel (the SpeechToText shape)."""
+        detector = self.detector()
         async for chunk in audio:
-            now = link.now()
-            for frame in framer.push(chunk):
-                change = segmenter.push(classifier.is_speech(frame), now)
-                if isinstance(change, VoiceStarted):
-                    await link.emit(SpeechStarted(at=change.at, source="vad"))
-                elif isinstance(change, VoiceStopped):
-                    await link.emit(SpeechStopped(at=change.at, source="vad"))
+            for event in detector.feed(chunk, link.now()):
+                await link.emit(event)
+
+
+class VadDetector:
+    """One call's local VAD: classifier, hysteresis, framing; pure and synchronous.
+
+    The runner feeds it each caller frame inline, in the task that received the
+    frame: a channel and a task of its own per call cost more than webrtcvad
+    itself (2.4 µs a frame) and were ~6 % of the server's CPU at 75 calls.
+    """
+
+    def __init__(self, classifier: Any, onset_s: float, offset_s: float) -> None:
+        self.classifier = classifier
+        self.segmenter = VadSegmenter(onset_s, offset_s)
+        self.framer = Framer()
+
+    def feed(self, chunk: bytes, now: float) -> list[Any]:
+        """SpeechStarted/SpeechStopped (source ``"vad"``) completed by this audio, if any."""
+        out: list[Any] = []
+        for frame in self.framer.push(chunk):
+            change = self.segmenter.push(self.classifier.is_speech(frame), now)
+            if isinstance(change, VoiceStarted):
+                out.append(SpeechStarted(at=change.at, source="vad"))
+            elif isinstance(change, VoiceStopped):
+                out.append(SpeechStopped(at=change.at, source="vad"))
+        return out

@@ -1,5 +1,6 @@
 """CallSession on its own: a call driven through an in-memory transport."""
 
+import base64
 import json
 
 import trio
@@ -136,3 +137,28 @@ async def test_a_stalled_socket_does_not_delay_a_barge_in_and_unsent_audio_is_dr
     # One frame written, one caught mid-write by the stall, the greeting's checkpoint kept
     # (Vobiz answers it once the audio before it is gone); the other 98 frames never went.
     assert kinds == ["playAudio", "playAudio", "checkpoint", "clearAudio"]
+
+
+async def test_a_failing_inline_vad_is_noted_once_and_the_call_goes_on(tmp_path):
+    class Broken:
+        def detector(self):
+            return self
+
+        def feed(self, chunk, now):
+            raise RuntimeError("classifier exploded")
+
+    silent = Silent()
+    options = CallOptions(
+        config=AgentConfig(greeting="Hello."),
+        providers=Providers(stt=silent, llm=silent, tts=silent, vad=Broken()),
+        log_dir=tmp_path,
+    )
+    session = CallSession(Start("call-1", "stream-1"), options)
+    payload = base64.b64encode(b"\xff" * 160).decode()
+    media = json.dumps({"event": "media", "media": {"payload": payload}})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        await session.serve_socket(Frames([media] * 5 + [json.dumps({"event": "stop"})]))
+    records = [json.loads(line) for line in session.path.read_text().splitlines()]
+    assert [r["what"] for r in records if r["kind"] == "note"] == ["vad_failed"]
+    assert records[-1]["kind"] == "footer" and records[-1]["dropped_audio_frames"] == 0
