@@ -67,6 +67,8 @@ async def serve_app(
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
+    from adapters import hypercorn_fixes
+
     hub = app.hub
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -85,6 +87,7 @@ async def serve_app(
             with trio.move_on_after(3):
                 await hub.idle.wait()
 
+    hypercorn_fixes.install()
     settle(app)
     try:
         async with trio.open_nursery() as nursery:

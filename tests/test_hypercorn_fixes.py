@@ -1,0 +1,88 @@
+"""A caller hanging up as the server closes must end that one connection, not the server.
+
+Real sockets on loopback against hypercorn's trio worker. Without the repairs in
+``adapters.hypercorn_fixes`` the first test ends with ``trio.BusyResourceError`` out
+of ``serve`` within the first hundred connections on the development machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
+
+from adapters import hypercorn_fixes
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+async def closes_on_first_message(scope, receive, send) -> None:
+    """Like the media socket after a hangup: the server closes as the caller does."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    await receive()
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def hang_up_while_the_server_closes(port: int, yields: int) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(HANDSHAKE)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += await stream.receive_some(4096)
+        assert response.startswith(b"HTTP/1.1 101")
+        await stream.send_all(client_frame(0x1, b"bye"))
+        for _ in range(yields):  # spread the caller's Close across the server's closing
+            await trio.sleep(0)
+        await stream.send_all(client_frame(0x8, struct.pack("!H", 1000)))
+        try:
+            while await stream.receive_some(4096):
+                pass
+        except trio.BrokenResourceError:
+            pass
+
+
+async def test_simultaneous_closes_leave_the_server_serving() -> None:
+    hypercorn_fixes.install()
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve(closes_on_first_message, config, task_status=task_status)
+        )
+        port = int(binds[0].rsplit(":", 1)[1])
+        for _ in range(30):
+            async with trio.open_nursery() as callers:
+                for yields in range(10):
+                    callers.start_soon(hang_up_while_the_server_closes, port, yields)
+        await hang_up_while_the_server_closes(port, 0)  # still accepting
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_connection_is_logged_and_ends_alone(caplog) -> None:
+    hypercorn_fixes.install()
+    broken = TCPServer(None, Config(), None, None, stream=object())  # no socket at all
+    with caplog.at_level(logging.ERROR, logger="voice_agent.server"):
+        await broken.run()
+    assert "a connection failed inside hypercorn" in caplog.text
