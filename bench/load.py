@@ -18,7 +18,9 @@ CPU 1: one server process on one core. C's CPU and its own late frames are repor
 so a saturated caller shows.
 
 Server overhead comes from B's call logs (transcript arrival → first PlayAudio, minus the
-fakes' own delays), so it is what the server adds, not what the fakes cost. Inbound lag is
+fakes' configured delays), so it is what the server adds, not what the fakes cost. The
+fakes' timers fire late by up to a millisecond (epoll rounds timeouts up), which that
+subtraction leaves in; A measures it and the table shows its median per step. Inbound lag is
 measured inside B at the call runner, two ways: against the caller's 20 ms schedule (the
 frame's ``timestamp``; includes the caller's own lateness, so an upper bound) and against
 the moment C sent the frame (its ``sent``, ``perf_counter_ns`` on the shared monotonic
@@ -97,7 +99,21 @@ async def fakes_main(args: argparse.Namespace) -> None:
     ):
         print(json.dumps({"deepgram": deepgram.url, "openai": openai.base_url}), flush=True)
         with trio.move_on_after(args.max_seconds):
-            await _until_stdin_closes()
+            await _report_lateness_until_stdin_closes(fake)
+
+
+async def _report_lateness_until_stdin_closes(fake: Any) -> None:
+    """Each line on stdin asks for the timers' lateness since the last one, as a JSON line."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stream:
+        while data := await stream.receive_some(1024):
+            for _ in range(data.count(b"\n")):
+                late, fake.late = fake.late, []
+                report = {
+                    kind: _percentiles([s for k, s in late if k == kind])
+                    for kind in ("chat", "speech")
+                }
+                print(json.dumps(report), flush=True)
 
 
 async def _until_stdin_closes() -> None:
@@ -334,14 +350,18 @@ async def _start_process(argv: list[str], nursery: trio.Nursery) -> tuple[trio.P
             task_status=task_status,
         )
     )
+    return proc, await _read_json_line(proc, argv[0])
+
+
+async def _read_json_line(proc: trio.Process, name: str) -> Any:
     line = b""
     with trio.fail_after(60):
         while not line.endswith(b"\n"):
             chunk = await proc.stdout.receive_some(1)
             if not chunk:
-                raise RuntimeError(f"{argv[0]} exited before it was ready")
+                raise RuntimeError(f"{name} exited before it answered")
             line += chunk
-    return proc, json.loads(line)
+    return json.loads(line)
 
 
 async def _stop_process(proc: trio.Process) -> None:
@@ -548,6 +568,7 @@ def print_table(rows: list[dict]) -> None:
         "calls",
         "failed",
         "overhead p50/p95/p99",
+        "fakes late p50 LLM+TTS",
         "barge-in p50/p95/p99",
         "stale",
         "lag vs send p50/p99/max",
@@ -569,6 +590,7 @@ def print_table(rows: list[dict]) -> None:
             str(row["calls"]),
             f"{row['failed']}+{row['incomplete_logs']}+{row['missing_replies']}",
             f"{_ms(o['p50'])}/{_ms(o['p95'])}/{_ms(o['p99'])}",
+            _lateness(row.get("fakes_late")),
             f"{_ms(b['p50'])}/{_ms(b['p95'])}/{_ms(b['p99'])}",
             str(row["stale_after_clear"]),
             f"{_ms(send['p50'])}/{_ms(send['p99'])}/{_ms(send['max'])}",
@@ -582,6 +604,13 @@ def print_table(rows: list[dict]) -> None:
             f"{row['rss_per_call_mb']:.2f}",
         )
     Console(width=220).print(table)
+
+
+def _lateness(late: dict | None) -> str:
+    """How late the fakes' own timers fired (p50), a share of the overhead that is not B's."""
+    if not late:
+        return "-"
+    return f"{_ms(late['chat']['p50'])}+{_ms(late['speech']['p50'])}"
 
 
 def headline(rows: list[dict]) -> int | None:
@@ -625,6 +654,8 @@ async def bench_main(args: argparse.Namespace) -> None:
                 row = await run_step(n, seconds, fakes, ramp, log_root, args.profile, server_cpu)
                 after = fake_stats.sample()
                 row["fakes_cpu_percent"] = 100 * (after[1] - before[1]) / (after[0] - before[0])
+                await fakes_proc.stdin.send_all(b"lateness\n")
+                row["fakes_late"] = await _read_json_line(fakes_proc, "fakes")
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "failures"}), flush=True)
                 for failure in row["failures"]:

@@ -83,3 +83,10 @@ async def test_the_lean_fake_keeps_its_schedule(clock):
     assert set(gaps[:10]) == {0.02}
     gaps = [round(b.at - a.at, 6) for a, b in itertools.pairwise(speech)]
     assert gaps and set(gaps) == {0.02}
+    # What a benchmark is told about the fake's own timers: every chat chunk but [DONE] and
+    # each speech response's first, none of them late in virtual time.
+    late_chat = [s for kind, s in lean.late if kind == "chat"]
+    late_speech = [s for kind, s in lean.late if kind == "speech"]
+    assert len(late_chat) == len([s for s in chat if not s.last])
+    assert len(late_speech) == 1
+    assert set(late_chat + late_speech) == {0.0}
