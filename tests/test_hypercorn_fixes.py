@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import subprocess
+import sys
 
 import trio
 from hypercorn.config import Config
@@ -86,3 +88,16 @@ async def test_a_failing_connection_is_logged_and_ends_alone(caplog) -> None:
     with caplog.at_level(logging.ERROR, logger="voice_agent.server"):
         await broken.run()
     assert "a connection failed inside hypercorn" in caplog.text
+
+
+def test_hypercorns_own_command_line_gets_the_repairs_too() -> None:
+    """``hypercorn -k trio adapters.asgi:app`` never calls serve_app: the import must repair."""
+    check = (
+        "import adapters.asgi, hypercorn.trio.tcp_server as t; "
+        "print(t.TCPServer._close.__module__, t.TCPServer.run.__module__)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["adapters.hypercorn_fixes", "adapters.hypercorn_fixes"]
