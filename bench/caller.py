@@ -53,6 +53,7 @@ from fixtures.simulator import (
     STALE_WINDOW,
     CallerScript,
     Turn,
+    start_event,
     stream_url,
 )
 
@@ -486,14 +487,7 @@ class LeanPlatform:
         reply = await http.post("/answer", data={**form, "Direction": "inbound"})
         reply.raise_for_status()
         await self._connect(call, stream_url(reply.text))
-        start = {
-            "callId": call.call_id,
-            "streamId": call.stream_id,
-            "accountId": "sim",
-            "tracks": ["inbound"],
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
-        }
-        call.send_json({"event": "start", "sequenceNumber": 0, "start": start})
+        call.send_json(start_event(call.call_id, call.stream_id))
         self.live.add(call)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call.writer)
