@@ -1,0 +1,10 @@
+"""Every hypercorn server in the tests runs with the connection-close repairs.
+
+``serve_app`` installs them for the real app; the tests that serve a fake straight
+through hypercorn (the simulator's fake agent, the quart OpenAI fake) would otherwise
+depend on test order for them. See ``adapters/hypercorn_fixes.py``.
+"""
+
+from adapters import hypercorn_fixes
+
+hypercorn_fixes.install()
