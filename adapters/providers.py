@@ -50,6 +50,19 @@ class AudioSource(Protocol):
     async def receive(self) -> bytes: ...
 
 
+class VoiceDetector(Protocol):
+    """One call's local VAD, fed each caller chunk inline in the receive path."""
+
+    def feed(self, chunk: bytes, now: float) -> list[Event]:
+        """The SpeechStarted/SpeechStopped this audio completes, if any."""
+
+
+class VoiceActivity(Protocol):
+    """Makes a fresh :class:`VoiceDetector` for each call."""
+
+    def detector(self) -> VoiceDetector: ...
+
+
 class LanguageModel(Protocol):
     """Streams one reply: LlmText*, LlmToolCall*, then LlmDone or LlmFailed."""
 

@@ -26,7 +26,14 @@ import trio
 
 from adapters import vobiz
 from adapters.audio import Framer, InboundConverter, OutboundConverter
-from adapters.providers import CallLink, LanguageModel, SpeechToText, TextToSpeech
+from adapters.providers import (
+    CallLink,
+    LanguageModel,
+    SpeechToText,
+    TextToSpeech,
+    VoiceActivity,
+    VoiceDetector,
+)
 from engine import commands as cmd
 from engine import events as ev
 from engine.calllog import CallLogWriter, LoggedCall
@@ -56,8 +63,8 @@ class Providers:
     llm: LanguageModel
     tts: TextToSpeech
     names: dict[str, str] = attrs.field(factory=dict)
-    #: A local VAD run beside the recognizer for fast barge-in (None: the recognizer's own).
-    vad: SpeechToText | None = None
+    #: A local VAD beside the recognizer for fast barge-in (None: the recognizer's own).
+    vad: VoiceActivity | None = None
     #: Whether the recognizer's SpeechStarted/SpeechStopped reach the engine.
     stt_speech_events: bool = True
 
@@ -119,14 +126,13 @@ class CallSession:
         self.log = CallLogger(logger, {"call_id": self.call_id})
         self.events_tx, self.events_rx = trio.open_memory_channel[ev.Event](EVENT_BUFFER)
         self.audio_tx, self.audio_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
-        self.vad_tx, self.vad_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
         self.inbound = InboundConverter(start.encoding, start.sample_rate)
         self.outbound = OutboundConverter(start.encoding, start.sample_rate)
         self.framer = Framer()
-        # A local VAD that can be fed inline runs in the receive path (no channel, no task).
+        # The local VAD runs inline in the receive path: a channel and a task of its own
+        # per call cost more than the detector itself.
         vad = options.providers.vad
-        self.vad = vad.detector() if hasattr(vad, "detector") else None
-        self._vad_channel = vad is not None and self.vad is None  # a VAD with a task of its own
+        self.vad: VoiceDetector | None = vad.detector() if vad is not None else None
         self.core = CallCore(options.config)
         wall = datetime.datetime.now(datetime.UTC)
         options.log_dir.mkdir(parents=True, exist_ok=True)
@@ -203,8 +209,6 @@ class CallSession:
                 task_status.started()
                 nursery.start_soon(self._run_stt)
                 nursery.start_soon(self._run_sender)
-                if self._vad_channel:
-                    nursery.start_soon(self._run_vad, self.options.providers.vad)
                 await self.events_tx.send(ev.CallStarted(self.call_id, self.start.stream_id))
                 await self._engine_loop()
                 await self._flush_outbox()
@@ -323,11 +327,7 @@ class CallSession:
         if isinstance(message, vobiz.Media):
             audio = self.inbound.to_ulaw8k(message.payload)
             self._offer(self.audio_tx, audio)
-            if self.vad is not None:
-                return self._detect_voice(audio)
-            if self._vad_channel:
-                self._offer(self.vad_tx, audio)
-            return []
+            return self._detect_voice(audio)
         if isinstance(message, vobiz.PlayedStream):
             return [ev.PlaybackMarked(message.name)]
         if isinstance(message, vobiz.ClearedAudio):
@@ -341,8 +341,10 @@ class CallSession:
         return []
 
     def _detect_voice(self, audio: bytes) -> list[ev.Event]:
+        if self.vad is None:
+            return []
         try:
-            return self.vad.feed(audio, self.now())  # type: ignore[union-attr]
+            return self.vad.feed(audio, self.now())
         except Exception as exc:
             self.log.exception("local VAD failed; barge-in falls back to the recognizer")
             self.note("vad_failed", reason=repr(exc))
@@ -380,13 +382,6 @@ class CallSession:
         """The recognizer's voice events are dropped when the local VAD drives barge-in."""
         if not isinstance(event, ev.SpeechStarted | ev.SpeechStopped):
             await self._emit(event)
-
-    async def _run_vad(self, vad: SpeechToText) -> None:
-        try:
-            await vad.run(self.vad_rx, self.link)
-        except Exception as exc:
-            self.log.exception("local VAD failed; barge-in falls back to the recognizer")
-            self.note("vad_failed", reason=repr(exc))
 
     async def _run_llm(self, turn: int, messages: tuple, scope: trio.CancelScope) -> None:
         with scope:

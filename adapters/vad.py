@@ -21,7 +21,7 @@ import numpy as np
 import webrtcvad
 
 from adapters.audio import FRAME_BYTES, PHONE_RATE, Framer, ulaw_decode
-from engine.events import SpeechStarted, SpeechStopped
+from engine.events import Event, SpeechStarted, SpeechStopped
 
 #: Seconds in one phone frame.
 FRAME_SECONDS = FRAME_BYTES / PHONE_RATE
@@ -169,13 +169,6 @@ class LocalVad:
         """A fresh per-call detector, to be fed inline by the call's receive path."""
         return VadDetector(make_classifier(self.kind, self.mode), self.onset_s, self.offset_s)
 
-    async def run(self, audio, link) -> None:  # AudioSource, CallLink
-        """The same detector as a task reading its own channel (the SpeechToText shape)."""
-        detector = self.detector()
-        async for chunk in audio:
-            for event in detector.feed(chunk, link.now()):
-                await link.emit(event)
-
 
 class VadDetector:
     """One call's local VAD: classifier, hysteresis, framing; pure and synchronous.
@@ -190,9 +183,9 @@ class VadDetector:
         self.segmenter = VadSegmenter(onset_s, offset_s)
         self.framer = Framer()
 
-    def feed(self, chunk: bytes, now: float) -> list[Any]:
+    def feed(self, chunk: bytes, now: float) -> list[Event]:
         """SpeechStarted/SpeechStopped (source ``"vad"``) completed by this audio, if any."""
-        out: list[Any] = []
+        out: list[Event] = []
         for frame in self.framer.push(chunk):
             change = self.segmenter.push(self.classifier.is_speech(frame), now)
             if isinstance(change, VoiceStarted):

@@ -1,12 +1,8 @@
 """The local voice detectors behind barge-in: webrtcvad (default) and Silero (selectable)."""
 
-import logging
-
 import pytest
-import trio
 
 from adapters.espeak import Espeak
-from adapters.providers import CallLink
 from adapters.vad import LocalVad, make_classifier
 from engine.events import SpeechStarted, SpeechStopped
 
@@ -35,27 +31,12 @@ def test_an_unknown_detector_is_refused_at_start_up():
 
 
 @pytest.mark.parametrize("kind", ["webrtc", "silero"])
-async def test_local_vad_reports_onset_and_offset_with_first_frame_times(
-    kind, speech, autojump_clock
-):
-    events = []
-
-    async def emit(event):
-        events.append(event)
-
-    link = CallLink("c", emit, trio.current_time, logging.LoggerAdapter(logging.getLogger("t"), {}))
-    send, receive = trio.open_memory_channel(0)
+def test_local_vad_reports_onset_and_offset_with_first_frame_times(kind, speech):
+    detector = LocalVad(kind=kind).detector()
     audio = SILENCE + speech + SILENCE
-
-    async def phone():
-        async with send:
-            for i in range(0, len(audio) - 159, 160):
-                await send.send(audio[i : i + 160])
-                await trio.sleep(0.02)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(phone)
-        await LocalVad(kind=kind).run(receive, link)
+    events = []
+    for n, i in enumerate(range(0, len(audio) - 159, 160)):  # the phone's 20 ms frames
+        events += detector.feed(audio[i : i + 160], now=n * 0.02)
     started = [e for e in events if isinstance(e, SpeechStarted)]
     stopped = [e for e in events if isinstance(e, SpeechStopped)]
     assert started and stopped and events[0] == started[0]
