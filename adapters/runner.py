@@ -3,10 +3,11 @@
 Everything that happens to the call becomes an engine event on **one**
 memory channel, so the call log is the true order of things. Each media
 socket is read by its own task (:meth:`CallSession.serve_socket`, in the
-socket's handler) that does nothing but translate and forward: quart-trio
-buffers only about ten inbound messages, so slow work must never run there,
-and caller audio goes straight to the recognizer's own bounded channel,
-never through the engine. Each completion, synthesis and timer runs in a
+socket's handler) that does nothing but translate, forward and run the local
+VAD (microseconds a frame): hypercorn buffers only ten inbound messages per
+socket (``max_app_queue_size``), so slow work must never run there, and caller
+audio goes straight to the recognizer's own bounded channel, never through the
+engine. Each completion, synthesis and timer runs in a
 cancel scope of its own, so the engine's Cancel* commands take effect at
 once. The call outlives its socket, so a stream Vobiz reconnects continues
 the same conversation.
@@ -85,7 +86,7 @@ class Providers:
 
 
 class Transport:
-    """The media socket as the runner needs it; quart-trio and test clients both fit."""
+    """The media socket as the runner needs it; the ASGI socket and test clients both fit."""
 
     async def receive(self) -> str | bytes:  # pragma: no cover - interface
         raise NotImplementedError
