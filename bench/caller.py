@@ -65,7 +65,10 @@ SILENCE = b"\xff" * FRAME_BYTES
 #: A frame sent this much after its scheduled time counts as late (the caller's own lag).
 LATE = 0.005
 
-_MEDIA_HEAD = b'{"event":"media","media":{"track":"inbound","timestamp":"%d","chunk":%d,"sent":%d'
+#: How every media frame begins, up to the timestamp's digits (the server-side probe in
+#: ``bench/load.py`` reads the timestamp and ``sent`` straight after it).
+MEDIA_PREFIX = b'{"event":"media","media":{"track":"inbound","timestamp":"'
+_MEDIA_HEAD = MEDIA_PREFIX + b'%d","chunk":%d,"sent":%d'
 _PLAY = '"playAudio"'
 _PAYLOAD = '"payload":"'
 

@@ -127,10 +127,6 @@ async def _until_stdin_closes() -> None:
 # ----------------------------------------------------------------------------- process B
 
 
-#: How the lean caller's media frames begin, up to the timestamp's digits.
-_MEDIA_HEAD = '{"event":"media","media":{"track":"inbound","timestamp":"'
-
-
 class InboundProbe:
     """How late each media frame reaches the runner, vs the caller's schedule and vs its send.
 
@@ -146,7 +142,9 @@ class InboundProbe:
 
     def install(self) -> None:
         from adapters import server
+        from bench.caller import MEDIA_PREFIX
 
+        head = MEDIA_PREFIX.decode()
         probe = self
         original = server.AsgiTransport.receive
 
@@ -155,8 +153,8 @@ class InboundProbe:
             now = time.perf_counter()
             # The caller's media frames start with a fixed head: plain slicing is cheaper
             # than a regex, and the probe's cost is charged to the server it measures.
-            if isinstance(frame, str) and frame.startswith(_MEDIA_HEAD):
-                ts_end = frame.find('"', len(_MEDIA_HEAD))
+            if isinstance(frame, str) and frame.startswith(head):
+                ts_end = frame.find('"', len(head))
                 sent_at = frame.find('"sent":', ts_end)
                 if ts_end > 0 and sent_at > 0:
                     sent_end = frame.find(",", sent_at)
@@ -167,7 +165,7 @@ class InboundProbe:
                     if offsets is None:
                         offsets = transport._bench_offsets = array("d")
                         probe.calls.append(offsets)
-                    offsets.append(now - int(frame[len(_MEDIA_HEAD) : ts_end]) / 1000)
+                    offsets.append(now - int(frame[len(head) : ts_end]) / 1000)
             return frame
 
         server.AsgiTransport.receive = receive  # type: ignore[method-assign]
