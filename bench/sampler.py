@@ -16,17 +16,29 @@ Idle time (waiting in ``epoll``) costs no CPU and takes no samples.
 from __future__ import annotations
 
 import signal
+import sysconfig
 from collections import Counter
 from pathlib import Path
 from types import FrameType
+
+#: Where code lives, longest first: shown relative to these, as ``trio/_run.py``.
+_ROOTS = sorted(
+    {
+        str(Path(__file__).resolve().parents[1]) + "/",  # this project
+        sysconfig.get_paths()["purelib"] + "/",  # installed packages
+        sysconfig.get_paths()["stdlib"] + "/",
+    },
+    key=len,
+    reverse=True,
+)
 
 
 def _where(frame: FrameType) -> str:
     code = frame.f_code
     path = code.co_filename
-    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
+    for root in _ROOTS:
+        if path.startswith(root):
+            path = path[len(root) :]
             break
     return f"{path}:{code.co_name}"
 
