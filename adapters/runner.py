@@ -16,11 +16,12 @@ the same conversation.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import trio
@@ -108,11 +109,33 @@ class CallOptions:
     versions: dict[str, str] = attrs.field(factory=dict)
     #: How long a call whose socket dropped waits for Vobiz to reconnect (0: it ends at once).
     reconnect_window: float = 0.0
+    #: Reconnects a call accepts (Vobiz ``maxRetries``).
+    max_reconnects: int = 0
+    #: After our ``stop``, how long Vobiz has to close the stream before the REST hang-up.
+    stop_grace: float = 5.0
 
 
 def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in call_id)[:80]
-    return log_dir / f"{wall:%Y%m%dT%H%M%S}_{safe}.jsonl"
+    """A name that says when and which call, and that two call ids never share.
+
+    The readable part squashes the id to file-name-safe characters, so ``a/b``
+    and ``a.b`` would look alike: a hash of the whole id tells them apart.
+    """
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in call_id)
+    tag = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return log_dir / f"{wall:%Y%m%dT%H%M%S}_{safe[:60]}_{tag}.jsonl"
+
+
+def create_log(log_dir: Path, call_id: str, wall: datetime.datetime) -> tuple[Path, IO[str]]:
+    """Open a new call log, never an existing one: a log is never truncated or shared."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_path(log_dir, call_id, wall)
+    for n in range(2, 1000):
+        try:
+            return path, path.open("x", encoding="utf-8")
+        except FileExistsError:
+            path = path.with_name(f"{log_path(log_dir, call_id, wall).stem}-{n}.jsonl")
+    raise FileExistsError(f"no free log name for call {call_id!r} in {log_dir}")
 
 
 class CallSession:
@@ -136,9 +159,7 @@ class CallSession:
         self.vad: VoiceDetector | None = vad.detector() if vad is not None else None
         self.core = CallCore(options.config)
         wall = datetime.datetime.now(datetime.UTC)
-        options.log_dir.mkdir(parents=True, exist_ok=True)
-        self.path = log_path(options.log_dir, self.call_id, wall)
-        self._file = self.path.open("w", encoding="utf-8")
+        self.path, self._file = create_log(options.log_dir, self.call_id, wall)
         self.writer = CallLogWriter(self._file, options.record_audio)
         self.writer.header(
             call_id=self.call_id,
@@ -165,11 +186,18 @@ class CallSession:
         self._sockets = 0  # sockets served so far; the newest one is the live one
         # What goes to the caller waits here for the sender task: the engine never waits on
         # the socket, so a barge-in is not queued behind seconds of reply audio being written.
-        self._outbox: deque[str] = deque()
+        self._outbox: deque[vobiz.Outbound] = deque()
         self._outbox_changed = trio.Event()
         self._outbox_idle = trio.Event()
         self._outbox_idle.set()
         self._socket_scope: trio.CancelScope | None = None
+        self._socket_open = False
+        self._reconnects = 0
+        self._gave_up = False  # the reconnect window passed
+        self._hangup_reported = False  # an unsigned hang-up webhook came while the socket was open
+        self._stop_sent = False
+        # Set when the line is known to be down: the socket closed, or the platform said so.
+        self._line_closed = trio.Event()
         self.link = CallLink(self.call_id, self._emit, self.now, self.log)
 
     # -- time and events -------------------------------------------------------------
@@ -182,6 +210,7 @@ class CallSession:
 
     def end_from_outside(self, reason: str) -> None:
         """The platform says the call is over (hang-up webhook, drain): end it now."""
+        self._line_closed.set()
         try:
             self.events_tx.send_nowait(ev.CallEnded(reason))
         except (trio.WouldBlock, trio.ClosedResourceError):
@@ -196,6 +225,43 @@ class CallSession:
             self.log.info("after the end: %s %s (not logged)", what, fields)
             return
         self.writer.note(self.now(), what, **fields)
+
+    def refuses_socket(self) -> str | None:
+        """Why a new media socket may not join this call now; None when it is a fair reconnect.
+
+        Only Vobiz reconnecting a stream it lost is let in: while the call's own
+        socket is open, a second one presenting the same token is an attempt to
+        take the call over.
+        """
+        if self.core.ended or self._gave_up or self._hangup_reported:
+            return "call has ended"
+        if self._socket_open:
+            return "the call's media socket is open (a second socket is refused)"
+        if self.options.reconnect_window <= 0:
+            return "stream retries are off"
+        if self._reconnects >= self.options.max_reconnects:
+            return "no stream retries left"
+        return None
+
+    def hangup_reported(self, fields: dict[str, str]) -> None:
+        """An unsigned hang-up webhook: believed only once the media socket is gone too.
+
+        Anyone can send an unsigned POST, so it cannot end a call whose caller is
+        still connected; it does end a call that lost its socket at once, without
+        waiting for a reconnect that will not come.
+        """
+        if self._socket_open:
+            self._hangup_reported = True
+            self.log.info("unsigned hangup webhook while the media socket is open: ends with it")
+            return
+        self.note("hangup_webhook", signed=False, **fields)
+        self.end_from_outside("hangup webhook")
+
+    def stream_status(self, status: vobiz.StreamStatus) -> None:
+        """A (signed) stream status callback: kept in the log, trouble also on the console."""
+        self.note("stream_status", **status.for_log())
+        if status.trouble:
+            self.log.warning("stream trouble: %s", status.for_log())
 
     # -- the call --------------------------------------------------------------------
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -213,6 +279,8 @@ class CallSession:
                 await self.events_tx.send(ev.CallStarted(self.call_id, self.start.stream_id))
                 await self._engine_loop()
                 await self._flush_outbox()
+                if self._stop_sent:
+                    await self._confirm_hangup()
                 nursery.cancel_scope.cancel()
         except Exception as exc:  # one failing call never takes the server down
             self.end_reason = f"error: {exc!r}"
@@ -231,6 +299,7 @@ class CallSession:
         same call): later frames go out on the new socket.
         """
         if start is not None:
+            self._reconnects += 1
             self.note("stream_reconnected", stream_id=start.stream_id)
             self.log.info("stream reconnected as %s", start.stream_id)
             self.start = start
@@ -239,6 +308,7 @@ class CallSession:
             self.framer.reset()
         self._transport = transport
         self._sockets += 1
+        self._socket_open = True
         mine = self._sockets
         try:
             with trio.CancelScope() as self._socket_scope:
@@ -250,10 +320,19 @@ class CallSession:
 
     def _socket_lost(self, which: int) -> None:
         """The socket closed (or its handler was cancelled): end the call, or wait for a retry."""
-        if which != self._sockets or self.core.ended:
-            return  # an old socket, or the call is already over
+        if which != self._sockets:
+            return  # an old socket
+        self._socket_open = False
+        self._line_closed.set()
+        if self.core.ended:
+            return
+        if self._hangup_reported:
+            self.note("hangup_webhook", signed=False)
+            self.end_from_outside("hangup webhook")
+            return
         window = self.options.reconnect_window
-        if window > 0 and self._nursery is not None:
+        if window > 0 and self._reconnects < self.options.max_reconnects and self._nursery:
+            self._line_closed = trio.Event()  # a reconnect opens the line again
             self.note("stream_lost", waiting=window)
             self._nursery.start_soon(self._await_reconnect, which, window)
         else:
@@ -262,7 +341,25 @@ class CallSession:
     async def _await_reconnect(self, which: int, window: float) -> None:
         await trio.sleep(window)
         if which == self._sockets:
+            self._gave_up = True
+            self._line_closed.set()
             await self.events_tx.send(ev.CallEnded("socket closed (no reconnect)"))
+
+    async def _confirm_hangup(self) -> None:
+        """After our ``stop``, Vobiz ends the call and closes the stream; check that it did.
+
+        Vobiz documents that a ``stop`` with no XML after the Stream ends the call
+        (hangup cause 4010), so the REST hang-up is only the fallback for a stream
+        that stays open past :attr:`CallOptions.stop_grace`.
+        """
+        with trio.move_on_after(self.options.stop_grace):
+            await self._line_closed.wait()
+            self.note("hangup", via="stop", ok=True)
+            return
+        if self.options.on_hangup is None:
+            self.note("hangup", via="stop", ok=False, error="stream still open; no REST API")
+            return
+        await self._best_effort("rest_hangup", self.options.on_hangup(self.call_id))
 
     async def _engine_loop(self) -> None:
         async for event in self.events_rx:
@@ -301,6 +398,8 @@ class CallSession:
                 frame = await transport.receive()
             except Exception:  # the socket closed: the normal end of a Vobiz call
                 return
+            if self.core.ended:
+                continue  # the call is over: read and discard until the platform closes
             try:
                 message = vobiz.parse(
                     frame,
@@ -408,8 +507,8 @@ class CallSession:
             await self._emit(ev.TimerFired(name))
 
     # -- outbound: commands to the world -------------------------------------------------
-    def _queue(self, text: str) -> None:
-        self._outbox.append(text)
+    def _queue(self, message: vobiz.Outbound) -> None:
+        self._outbox.append(message)
         self._outbox_idle = trio.Event() if self._outbox_idle.is_set() else self._outbox_idle
         self._outbox_changed.set()
 
@@ -427,21 +526,20 @@ class CallSession:
         with trio.move_on_after(timeout):
             await self._outbox_idle.wait()
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, message: vobiz.Outbound) -> None:
         assert self._transport is not None
         try:
-            await self._transport.send(text)
+            await self._transport.send(vobiz.encode(message, self.start))
         except Exception as exc:
             self.log.info("send failed (socket gone?): %r", exc)
 
     def _play(self, frame: bytes) -> None:
         payload = self.outbound.from_ulaw8k(frame)
-        self._queue(vobiz.play_audio(payload, self.start.encoding, self.start.sample_rate))
+        self._queue(vobiz.PlayAudio(payload))
 
     async def _dispatch(self, command: Any) -> None:
         nursery = self._nursery
         assert nursery is not None
-        stream_id = self.start.stream_id
         match command:
             case cmd.PlayAudio(audio=audio):
                 for frame in self.framer.push(bytes(audio)):
@@ -450,13 +548,13 @@ class CallSession:
                 tail = self.framer.flush()
                 if tail:
                     self._play(tail)
-                self._queue(vobiz.checkpoint(stream_id, name))
+                self._queue(vobiz.Checkpoint(name))
             case cmd.ClearAudio():
                 self.framer.reset()
                 self.outbound.reset()
                 # Audio not yet written is dropped here rather than sent and then cleared.
-                self._outbox = deque(t for t in self._outbox if not vobiz.is_play_audio(t))
-                self._queue(vobiz.clear_audio(stream_id))
+                self._outbox = deque(m for m in self._outbox if not isinstance(m, vobiz.PlayAudio))
+                self._queue(vobiz.ClearAudio())
             case cmd.StartCompletion(turn=turn, messages=messages):
                 scope = trio.CancelScope()
                 self._llm[turn] = scope
@@ -481,10 +579,8 @@ class CallSession:
                     scope.cancel()
             case cmd.Hangup(reason=reason):
                 self.end_reason = f"hangup ({reason})"
-                self._queue(vobiz.stop(stream_id))
-                await self._flush_outbox()
-                if self.options.on_hangup is not None:
-                    await self._best_effort("rest_hangup", self.options.on_hangup(self.call_id))
+                self._queue(vobiz.StopStream())
+                self._stop_sent = True
             case cmd.Transfer(to=to):
                 self.end_reason = f"transfer to {to}"
                 await self._flush_outbox()  # the goodbye is heard before the line moves
@@ -494,7 +590,7 @@ class CallSession:
                     )
                 else:
                     self.note("transfer_unavailable", to=to)
-                    self._queue(vobiz.stop(stream_id))
+                    self._queue(vobiz.StopStream())
                     await self._flush_outbox()
 
     async def _best_effort(self, what: str, action: Awaitable[None]) -> None:

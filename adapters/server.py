@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -20,8 +22,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from adapters import signature, vobiz
+from adapters.admission import CallBook, NewCall, Reconnect, Refused
 from adapters.runner import CallOptions, CallSession, Providers, Transport
 from adapters.settings import ServerSettings
+from adapters.signature import NonceMemory
 from adapters.tokens import StreamTokens, TokenError
 from adapters.vobiz_rest import DEFAULT_BASE_URL, VobizRest
 from engine.config import AgentConfig
@@ -31,11 +35,27 @@ log = logging.getLogger("voice_agent.server")
 #: Frames accepted before ``start`` before the socket is refused (media may race ahead of it).
 MAX_FRAMES_BEFORE_START = 50
 START_TIMEOUT = 10.0
-#: Answered calls whose media has not connected yet, and ended calls' log paths, kept.
-ANSWERED_KEPT = 10_000
+#: Ended calls' log paths kept for tests and tools.
 FINISHED_KEPT = 1_000
 #: With stream retries on, how long a call whose socket dropped waits for Vobiz to reconnect.
 RECONNECT_WINDOW = 5.0
+#: After the server closes a media socket it keeps reading (and discarding) what the client
+#: still sends, this long at most, so the close handshake completes and the socket is freed.
+CLOSE_DRAIN = 5.0
+#: A stream token outlives the longest call by this much (the answer window and slack).
+TOKEN_SLACK = 60.0
+#: Webhook bodies are small forms; anything bigger is not from Vobiz.
+MAX_WEBHOOK_BYTES = 16 * 1024
+#: A webhook body must arrive within this time (slow-body clients hold a connection each).
+WEBHOOK_BODY_TIMEOUT = 5.0
+#: Longest form values we keep. Vobiz call ids are UUIDs; numbers are E.164 or SIP URIs.
+MAX_CALL_ID = 128
+MAX_NUMBER = 256
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """Untrusted text made safe for one console log line: bounded, control characters escaped."""
+    return text[:limit].encode("unicode_escape").decode("ascii")
 
 
 def version() -> str:
@@ -61,23 +81,39 @@ class AsgiTransport(Transport):
     def __init__(self, receive: Any, send: Any) -> None:
         self._receive = receive
         self._send = send
-        self.closed = False
+        self.closed = False  # we sent our close
+        self.disconnected = False  # the client's side is gone
 
     async def receive(self) -> str | bytes:
+        if self.disconnected:
+            raise SocketClosed("already disconnected")
         message = await self._receive()
         if message["type"] == "websocket.receive":
             text = message.get("text")
             return text if text is not None else (message.get("bytes") or b"")
-        self.closed = True
+        self.disconnected = True
         raise SocketClosed(f"{message['type']} (code {message.get('code')})")
 
     async def send(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int = 1000) -> None:
-        if not self.closed:
+        if not self.closed and not self.disconnected:
             self.closed = True
             await self._send({"type": "websocket.close", "code": code})
+
+    async def drain(self, deadline: float) -> None:
+        """Discard what the client still sends until it disconnects, ``deadline`` seconds at most.
+
+        hypercorn hands a socket's messages to the app through a queue of ten;
+        an app that stops reading while the client keeps sending leaves
+        hypercorn's reader blocked on that queue, the close handshake never
+        completes and the socket stays in CLOSE-WAIT for good.
+        """
+        with trio.move_on_after(deadline):
+            while not self.disconnected:
+                with contextlib.suppress(SocketClosed):
+                    await self.receive()
 
 
 class VoiceAgentApp(QuartTrio):
@@ -99,25 +135,54 @@ async def _shielded(session: CallSession, task_status: trio.TaskStatus[None]) ->
 
 
 @attrs.define
+class Trust:
+    """Whether a webhook's sender is known to be Vobiz: a valid signature, never seen before."""
+
+    signed: bool
+
+
+@attrs.define
 class CallHub:
-    """The server's live calls, and whether it still takes new ones."""
+    """The server's calls (answered, live, ended), and whether it still takes new ones."""
 
     settings: ServerSettings
     config: AgentConfig
     providers: Providers
     tokens: StreamTokens
     rest: VobizRest | None = None
-    live: dict[str, CallSession] = attrs.field(factory=dict)
-    #: From/To of answered calls until their media socket comes (bounded: a call whose
-    #: stream never connects must not leak).
-    answered: OrderedDict[str, dict[str, str]] = attrs.field(factory=OrderedDict)
+    book: CallBook = attrs.field(default=None)
+    nonces: NonceMemory = attrs.field(factory=NonceMemory)
     #: Log paths of the latest ended calls, newest last.
     finished: deque[Path] = attrs.field(factory=lambda: deque(maxlen=FINISHED_KEPT))
-    draining: bool = False
     idle: trio.Event = attrs.field(factory=trio.Event)
+    #: Unix time for stream tokens (tests move it; the call book runs on trio's clock).
+    wall_clock: Callable[[], float] = time.time
+    #: After the agent's ``stop``, how long Vobiz has to close the stream before a REST hang-up.
+    stop_grace: float = 5.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.book is None:
+            self.book = CallBook(self.settings.max_calls)
+
+    @property
+    def live(self) -> dict[str, CallSession]:
+        return self.book.live  # type: ignore[return-value]
+
+    @property
+    def draining(self) -> bool:
+        return self.book.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.book.draining = value
+
+    def token_lifetime(self) -> float:
+        """A token lives as long as its call can (reconnects included), and no longer."""
+        return self.config.max_call_seconds + self.book.answer_window + TOKEN_SLACK
 
     def options(self) -> CallOptions:
         rest = self.rest
+        retries = self.settings.stream_retries
         return CallOptions(
             config=self.config,
             providers=self.providers,
@@ -130,19 +195,131 @@ class CallHub:
                 else None
             ),
             versions={"vobiz-voice-agent": version(), "trio": trio.__version__},
-            reconnect_window=RECONNECT_WINDOW if self.settings.stream_retries else 0.0,
+            reconnect_window=RECONNECT_WINDOW if retries else 0.0,
+            max_reconnects=retries,
+            stop_grace=self.stop_grace,
         )
 
     def _transfer_url(self, to: str) -> str:
         return f"{self.settings.public_url}/transfer?to={quote(to)}"
 
+    def describe_signatures(self) -> str:
+        """The start-up line that says what webhooks must carry."""
+        s = self.settings
+        if s.validate_signatures:
+            return (
+                "webhook signatures ENFORCED (VALIDATE_SIGNATURES): Vobiz must sign callbacks "
+                f"to PUBLIC_URL={s.public_url} - configure callback authentication for the "
+                "answer, hangup and stream-status URLs in the Vobiz console, or every call is "
+                "refused with 403"
+            )
+        return (
+            "webhook signatures NOT checked (VALIDATE_SIGNATURES=false): anyone who can reach "
+            "/answer can start a call; /hangup and /stream-status from unsigned senders only "
+            "end a call whose media socket has closed and never write into its log"
+        )
+
+    async def trust(self) -> Trust | Response:
+        """Check the current webhook's signature (when enforced); a Response refuses it."""
+        s = self.settings
+        if not s.validate_signatures:
+            return Trust(signed=False)
+        query = request.query_string.decode()
+        # Vobiz signs the URL it was given, i.e. the public one, not what a proxy forwards.
+        url = s.public_url + request.path + (f"?{query}" if query else "")
+        if not signature.present(request.headers):
+            verdict = signature.check(request.method, url, None, request.headers, "-")
+        else:
+            verdict = signature.check(
+                request.method,
+                url,
+                None,
+                request.headers,
+                s.vobiz_auth_token or "",
+                s.vobiz_parent_auth_token,
+            )
+            if not verdict.ok:  # the stricter Plivo form signs the form fields too
+                form = await request.form
+                verdict = signature.check(
+                    request.method,
+                    url,
+                    form.to_dict(flat=False),
+                    request.headers,
+                    s.vobiz_auth_token or "",
+                    s.vobiz_parent_auth_token,
+                )
+        if not verdict.ok:
+            log.warning(
+                "refused %s from %s: %s", request.path, request.remote_addr, verdict.problem
+            )
+            return Response("bad signature", status=403)
+        if not self.nonces.first_time(f"{verdict.scheme}:{verdict.nonce}"):
+            log.warning(
+                "refused %s from %s: a replay (nonce %s was used before)",
+                request.path,
+                request.remote_addr,
+                shown(verdict.nonce, 40),
+            )
+            return Response("replayed request", status=403)
+        return Trust(signed=True)
+
+    # -- the media socket --------------------------------------------------------------
+    def admit_socket(self, token: str | None) -> tuple[str, NewCall | Reconnect] | None:
+        """Whether a media socket may join a call; logs why not."""
+        try:
+            call_id = self.tokens.verify(token, self.wall_clock())
+        except TokenError as exc:
+            log.warning("refused media socket: token %s", exc.reason)
+            return None
+        claim = self.book.claim(call_id, trio.current_time())
+        if isinstance(claim, Refused):
+            log.warning("[call %s] refused media socket: %s", call_id, claim.reason)
+            return None
+        return call_id, claim
+
+    async def serve_socket(
+        self, call_id: str, claim: NewCall | Reconnect, transport: AsgiTransport
+    ) -> None:
+        try:
+            start = await _await_start(call_id, transport)
+        finally:
+            if isinstance(claim, Reconnect):
+                self.book.reconnecting.discard(call_id)
+        if start is None:
+            self.book.release(call_id, trio.current_time())
+            return
+        if isinstance(claim, Reconnect):  # Vobiz reconnected a dropped stream: the call goes on
+            live = self.live.get(call_id)
+            if live is not None:
+                await live.serve_socket(transport, start)
+            return
+        answered = claim.answered
+        session = CallSession(start, self.options(), answered.caller, answered.callee)
+        self.book.started(call_id, session)
+        self.idle = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(_shielded, session)
+                await session.serve_socket(transport)
+        finally:
+            self.book.finished(call_id)
+            self.finished.append(session.path)
+            if not self.live:
+                self.idle.set()
+
+
+def _form_value(form: Any, key: str, limit: int) -> str | None:
+    """A form field within its documented size, or None when it is over (or has control bytes)."""
+    value = form.get(key, "")
+    if len(value) > limit or any(ord(c) < 32 or c == "\x7f" for c in value):
+        return None
+    return value
+
 
 def create_app(settings: ServerSettings, config: AgentConfig, providers: Providers) -> QuartTrio:
-    """Build the app; ``app.hub`` holds its live calls (tests and the CLI look there)."""
+    """Build the app; ``app.hub`` holds its calls (tests and the CLI look there)."""
     if settings.media_format not in vobiz.STREAM_CONTENT_TYPES:
-        raise ValueError(
-            f"MEDIA_FORMAT {settings.media_format!r}: one of {', '.join(vobiz.STREAM_CONTENT_TYPES)}"
-        )
+        raise ValueError(vobiz.media_format_problem(settings.media_format))
     tokens = StreamTokens.from_env(settings.stream_secret)
     if tokens.ephemeral:
         log.warning(
@@ -156,83 +333,78 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
     hub = CallHub(settings, config, providers, tokens, rest)
     hub.idle.set()
     app = VoiceAgentApp("voice_agent")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
+    app.config["BODY_TIMEOUT"] = WEBHOOK_BODY_TIMEOUT
     app.hub = hub  # type: ignore[attr-defined]
-
-    async def signed() -> bool:
-        settings = hub.settings
-        if not settings.validate_signatures:
-            return True
-        form = await request.form
-        params = {k: v for k, v in form.items()}
-        # Vobiz signs the URL it was given, i.e. the public one, not what a proxy forwards.
-        query = request.query_string.decode()
-        url = settings.public_url + request.path + (f"?{query}" if query else "")
-        ok = signature.validate(
-            request.method, url, params, request.headers, settings.vobiz_auth_token or ""
-        )
-        if not ok:
-            log.warning("refused %s: bad or missing webhook signature", request.path)
-        return ok
+    log.info(hub.describe_signatures())
 
     @app.post("/answer")
     async def answer() -> Response:
-        if not await signed():
-            return Response("bad signature", status=403)
-        settings = hub.settings
+        trust = await hub.trust()
+        if isinstance(trust, Response):
+            return trust
         form = await request.form
-        call_id = form.get("CallUUID", "")
+        call_id = _form_value(form, "CallUUID", MAX_CALL_ID)
         if not call_id:
-            return Response("CallUUID is required", status=400)
-        if hub.draining or len(hub.live) >= settings.max_calls:
-            log.warning("[call %s] refused: %s", call_id, "draining" if hub.draining else "full")
-            xml = vobiz.busy_xml("Sorry, all our lines are busy. Please call again later.")
-            return Response(xml, content_type="application/xml")
-        hub.answered[call_id] = {"caller": form.get("From", ""), "callee": form.get("To", "")}
-        while len(hub.answered) > ANSWERED_KEPT:
-            hub.answered.popitem(last=False)
-        token = tokens.issue(call_id, time.time(), settings.token_ttl)
+            return Response("CallUUID is required (at most 128 printable characters)", status=400)
+        caller = _form_value(form, "From", MAX_NUMBER) or ""
+        callee = _form_value(form, "To", MAX_NUMBER) or ""
+        admitted = hub.book.answer(call_id, caller, callee, trio.current_time())
+        if isinstance(admitted, Refused):
+            log.warning("[call %s] refused at /answer: %s", call_id, admitted.reason)
+            if admitted.reason in ("full", "draining"):
+                xml = vobiz.busy_xml("Sorry, all our lines are busy. Please call again later.")
+                return Response(xml, content_type="application/xml")
+            return Response(f"refused: {admitted.reason}", status=409)
+        token = tokens.issue(call_id, hub.wall_clock(), hub.token_lifetime())
         xml = vobiz.answer_xml(
-            f"{settings.ws_base}/ws?token={token}",
-            f"{settings.public_url}/stream-status",
-            content_type=settings.media_format,
-            max_retries=settings.stream_retries,
+            f"{hub.settings.ws_base}/ws?token={token}",
+            f"{hub.settings.public_url}/stream-status",
+            content_type=hub.settings.media_format,
+            max_retries=hub.settings.stream_retries,
         )
         return Response(xml, content_type="application/xml")
 
     @app.post("/hangup")
     async def hangup() -> Response:
-        if not await signed():
-            return Response("bad signature", status=403)
+        trust = await hub.trust()
+        if isinstance(trust, Response):
+            return trust
         form = await request.form
         call_id = form.get("CallUUID", "")
         session = hub.live.get(call_id)
-        fields = {k: form.get(k, "") for k in ("Event", "HangupCause", "Duration")}
-        if session is not None:
+        fields = {k: form.get(k, "")[:64] for k in ("Event", "HangupCause", "Duration")}
+        if session is None:
+            log.info("[call %s] hangup webhook for a call not live here", shown(call_id))
+            if trust.signed:
+                hub.book.answered.pop(call_id, None)
+        elif trust.signed:
             session.note("hangup_webhook", **fields)
             session.end_from_outside("hangup webhook")
         else:
-            log.info("[call %s] hangup webhook for a call not live here: %s", call_id, fields)
-        hub.answered.pop(call_id, None)
+            session.hangup_reported(fields)
         return Response("", status=200)
 
     @app.post("/stream-status")
     async def stream_status() -> Response:
-        if not await signed():
-            return Response("bad signature", status=403)
+        trust = await hub.trust()
+        if isinstance(trust, Response):
+            return trust
         form = await request.form
         call_id = form.get("CallUUID", "")
-        fields = {k: v for k, v in form.items() if k in ("Event", "Name", "StreamID", "ServiceURL")}
+        status = vobiz.stream_status(form)
         session = hub.live.get(call_id)
-        if session is not None:
-            session.note("stream_status", **fields)
+        if session is not None and trust.signed:
+            session.stream_status(status)
         else:
-            log.info("[call %s] stream status: %s", call_id, fields)
+            log.info("[call %s] stream status: %s", shown(call_id), status.for_log())
         return Response("", status=200)
 
     @app.route("/transfer", methods=["GET", "POST"])
     async def transfer() -> Response:
-        if not await signed():
-            return Response("bad signature", status=403)
+        trust = await hub.trust()
+        if isinstance(trust, Response):
+            return trust
         xml = vobiz.dial_xml(request.args.get("to", ""))
         return Response(xml, content_type="application/xml")
 
@@ -241,6 +413,7 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
         body = {
             "status": "draining" if hub.draining else "ok",
             "active_calls": len(hub.live),
+            "held_calls": hub.book.held,
             "version": version(),
         }
         return Response(
@@ -253,40 +426,19 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if (await receive())["type"] != "websocket.connect":
             return
-        try:
-            call_id = tokens.verify((query.get("token") or [None])[0], time.time())
-        except TokenError as exc:
-            log.warning("refused media socket: token %s", exc.reason)
+        admitted = hub.admit_socket((query.get("token") or [None])[0])
+        if admitted is None:
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
+        call_id, claim = admitted
         await send({"type": "websocket.accept"})
         transport = AsgiTransport(receive, send)
         try:
-            start = await _await_start(call_id, transport)
-            if start is not None:
-                await _serve_call(call_id, start, transport)
+            await hub.serve_socket(call_id, claim, transport)
         finally:
             with trio.CancelScope(shield=True):
                 await transport.close()
-
-    async def _serve_call(call_id: str, start: vobiz.Start, transport: AsgiTransport) -> None:
-        live = hub.live.get(call_id)
-        if live is not None:  # Vobiz reconnected a dropped stream: the same call goes on
-            await live.serve_socket(transport, start)
-            return
-        info = hub.answered.pop(call_id, {})
-        session = CallSession(start, hub.options(), info.get("caller", ""), info.get("callee", ""))
-        hub.live[call_id] = session
-        hub.idle = trio.Event()
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(_shielded, session)
-                await session.serve_socket(transport)
-        finally:
-            hub.live.pop(call_id, None)
-            hub.finished.append(session.path)
-            if not hub.live:
-                hub.idle.set()
+                await transport.drain(CLOSE_DRAIN)
 
     app.media_socket = media_socket
     return app
@@ -307,7 +459,9 @@ async def _await_start(call_id: str, transport: AsgiTransport) -> vobiz.Start | 
                 continue
             if isinstance(message, vobiz.Start):
                 if message.call_id != call_id:
-                    log.warning("[call %s] refused: start names call %s", call_id, message.call_id)
+                    log.warning(
+                        "[call %s] refused: start names call %s", call_id, shown(message.call_id)
+                    )
                     await transport.close(1008)
                     return None
                 return message

@@ -33,12 +33,13 @@ class ServerSettings:
     vobiz_auth_id: str | None = None
     vobiz_auth_token: str | None = attrs.field(default=None, repr=False)
     vobiz_api_url: str | None = None
+    #: A sub-account's callbacks also carry ``X-Vobiz-Signature-MA-*``, signed with this token.
+    vobiz_parent_auth_token: str | None = attrs.field(default=None, repr=False)
     call_log_dir: Path = Path("calls")
     max_calls: int = 50
     agent_file: Path | None = None
     record_audio: bool = False
     validate_signatures: bool = False
-    token_ttl: float = 300.0
     #: The media stream's format (the answer's ``contentType``); the call adapts to what ``start`` says.
     media_format: str = "audio/x-mulaw;rate=8000"
     #: Vobiz ``maxRetries``: reconnects of a dropped media stream (0-10); the call waits for them.
@@ -63,6 +64,7 @@ class ServerSettings:
             "vobiz_auth_id": env.get("VOBIZ_AUTH_ID") or None,
             "vobiz_auth_token": token,
             "vobiz_api_url": env.get("VOBIZ_API_URL") or None,
+            "vobiz_parent_auth_token": env.get("VOBIZ_PARENT_AUTH_TOKEN") or None,
             "call_log_dir": Path(env.get("CALL_LOG_DIR", "calls")),
             "max_calls": int(env.get("MAX_CALLS", "50")),
             "agent_file": Path(env["AGENT_FILE"]) if env.get("AGENT_FILE") else None,

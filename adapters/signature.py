@@ -24,8 +24,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qs, urlparse, urlsplit, urlunparse
+
+import attrs
 
 ParamValue = str | Sequence[str]
 
@@ -85,6 +88,101 @@ def _matches(header: str, messages: list[str], auth_token: str) -> bool:
     return False
 
 
+#: The signature headers Vobiz sends, strongest first: (signature, its nonce headers, scheme).
+#: The ``MA`` pair comes on a sub-account's callbacks, signed with the parent account's token;
+#: Vobiz documents no nonce header of its own for it, so the plain one is used when there is none.
+SCHEMES = (
+    ("x-vobiz-signature-v3", ("x-vobiz-signature-v3-nonce",), "v3"),
+    (
+        "x-vobiz-signature-ma-v3",
+        ("x-vobiz-signature-ma-v3-nonce", "x-vobiz-signature-v3-nonce"),
+        "ma-v3",
+    ),
+    ("x-vobiz-signature-v2", ("x-vobiz-signature-v2-nonce",), "v2"),
+    (
+        "x-vobiz-signature-ma-v2",
+        ("x-vobiz-signature-ma-v2-nonce", "x-vobiz-signature-v2-nonce"),
+        "ma-v2",
+    ),
+)
+
+
+def _nonce(headers: Mapping[str, str], names: tuple[str, ...]) -> str:
+    return next((headers[name] for name in names if headers.get(name)), "")
+
+
+@attrs.frozen
+class Verdict:
+    """What a webhook's signature headers said.
+
+    ``problem`` is None when a signature matched; otherwise it says exactly what
+    was missing or wrong, in words an operator can act on. ``nonce`` is the
+    matching header's nonce (to refuse the same request twice).
+    """
+
+    problem: str | None
+    nonce: str = ""
+    scheme: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def present(headers: Mapping[str, str]) -> bool:
+    """Whether any signature header with its nonce came (checked before reading a body)."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return any(lowered.get(sig) and _nonce(lowered, nonces) for sig, nonces, _ in SCHEMES)
+
+
+def check(
+    method: str,
+    url: str,
+    params: Mapping[str, ParamValue] | None,
+    headers: Mapping[str, str],
+    auth_token: str,
+    parent_token: str | None = None,
+) -> Verdict:
+    """Match a webhook's signature headers; say what is wrong when none matches.
+
+    ``params`` may be None when the body has not been read: Vobiz's own
+    schemes sign only the URL and the nonce, so only the stricter Plivo form
+    of V3 needs them. ``parent_token`` checks the ``MA`` headers (the parent
+    account's token); without it they are checked with ``auth_token``, which
+    is right when this server holds the parent account's credentials.
+    """
+    if not auth_token:
+        return Verdict("no VOBIZ_AUTH_TOKEN to check signatures with")
+    lowered = {key.lower(): value for key, value in headers.items()}
+    found = [(sig, nonces, scheme) for sig, nonces, scheme in SCHEMES if lowered.get(sig)]
+    if not found:
+        return Verdict(
+            "no X-Vobiz-Signature-V3/-V2 header: enable callback authentication for this URL "
+            "in the Vobiz console, or set VALIDATE_SIGNATURES=false to accept unsigned webhooks"
+        )
+    base = base_url(url)
+    for sig_header, nonce_headers, scheme in found:
+        nonce = _nonce(lowered, nonce_headers)
+        if not nonce:
+            continue
+        token = (parent_token or auth_token) if scheme.startswith("ma-") else auth_token
+        if scheme.endswith("v3"):
+            messages = [f"{base}.{nonce}"]
+            if params is not None:
+                messages.append(f"{plivo_v3_string(method, url, params)}.{nonce}")
+        else:
+            messages = [f"{base}{nonce}"]
+        if _matches(lowered[sig_header], messages, token):
+            return Verdict(None, nonce, scheme)
+    names = ", ".join(sig.title() for sig, _, _ in found)
+    if not any(_nonce(lowered, nonces) for _, nonces, _ in found):
+        return Verdict(f"{names} came without its nonce header")
+    return Verdict(
+        f"{names} does not match {base}: check that PUBLIC_URL is the address Vobiz calls "
+        "and that VOBIZ_AUTH_TOKEN is this account's token"
+    )
+
+
 def validate(
     method: str,
     url: str,
@@ -98,16 +196,27 @@ def validate(
     header may carry several comma-separated signatures (key rotation); any
     one matching is enough. Comparisons are constant-time.
     """
-    if not auth_token:
-        return False
-    lowered = {key.lower(): value for key, value in headers.items()}
-    v3, v3_nonce = lowered.get("x-vobiz-signature-v3"), lowered.get("x-vobiz-signature-v3-nonce")
-    if v3 and v3_nonce:
-        messages = [
-            f"{base_url(url)}.{v3_nonce}",
-            f"{plivo_v3_string(method, url, params)}.{v3_nonce}",
-        ]
-        if _matches(v3, messages, auth_token):
-            return True
-    v2, v2_nonce = lowered.get("x-vobiz-signature-v2"), lowered.get("x-vobiz-signature-v2-nonce")
-    return bool(v2 and v2_nonce and _matches(v2, [f"{base_url(url)}{v2_nonce}"], auth_token))
+    return check(method, url, params, headers, auth_token).ok
+
+
+class NonceMemory:
+    """The nonces of recently accepted webhooks, to refuse a captured request sent again.
+
+    Vobiz's signatures cover only the URL and a random nonce, not the form
+    fields, so without this memory one captured signed ``/answer`` could be
+    replayed with any ``CallUUID``. The memory is bounded (oldest forgotten
+    first): a replay is refused while its nonce is among the last ``size``.
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, nonce: str) -> bool:
+        """Remember ``nonce``; False when it was seen before."""
+        if nonce in self._seen:
+            return False
+        self._seen[nonce] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 import attrs
@@ -27,13 +28,27 @@ L16 = "audio/x-l16"
 #: Bytes per sample of each encoding Vobiz streams.
 SAMPLE_WIDTH = {MULAW: 1, L16: 2}
 
-#: The ``contentType`` values the Stream element accepts.
+#: The ``contentType`` values we ask of the Stream element: what Vobiz streams *inbound*.
+#: Vobiz's Stream reference lists these three and says not to set
+#: ``audio/x-l16;rate=24000`` (24 kHz is an outbound ``playAudio`` format only).
 STREAM_CONTENT_TYPES = (
     "audio/x-mulaw;rate=8000",
     "audio/x-l16;rate=8000",
     "audio/x-l16;rate=16000",
-    "audio/x-l16;rate=24000",
 )
+
+
+def media_format_problem(content_type: str) -> str:
+    """Why ``MEDIA_FORMAT`` cannot be used, in words that say what to set instead."""
+    allowed = ", ".join(STREAM_CONTENT_TYPES)
+    if content_type.replace(" ", "").lower() == "audio/x-l16;rate=24000":
+        return (
+            f"MEDIA_FORMAT={content_type!r}: Vobiz streams the caller's audio only as "
+            f"{allowed}; its Stream reference says not to set 24 kHz (that rate exists only "
+            "for audio sent to the caller). Use audio/x-l16;rate=16000 for the best quality."
+        )
+    return f"MEDIA_FORMAT={content_type!r}: use one of {allowed}"
+
 
 #: A media frame carries 20 ms; anything past one second is not a frame.
 MAX_FRAME_SECONDS = 1.0
@@ -261,11 +276,16 @@ def _dumps(obj: dict) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def play_audio(payload: bytes, encoding: str = MULAW, sample_rate: int = 8000) -> str:
+def play_audio(
+    stream_id: str, payload: bytes, encoding: str = MULAW, sample_rate: int = 8000
+) -> str:
     """Queue audio for the caller; format must match the ``start`` exactly.
 
-    Outbound L16 is little-endian (inbound is big-endian): the caller of this
-    function owns the byte order.
+    ``streamId`` is required (Vobiz's playAudio reference marks it so, and its
+    stream-events page says to echo the ``start``'s id): audio without it may
+    never be played. Outbound L16 is
+    little-endian (inbound is big-endian): the caller of this function owns
+    the byte order.
     """
     if encoding not in SAMPLE_WIDTH:
         raise ValueError(f"unsupported encoding {encoding!r}")
@@ -274,12 +294,7 @@ def play_audio(payload: bytes, encoding: str = MULAW, sample_rate: int = 8000) -
         "sampleRate": sample_rate,
         "payload": base64.b64encode(payload).decode("ascii"),
     }
-    return _dumps({"event": "playAudio", "media": media})
-
-
-def is_play_audio(text: str) -> bool:
-    """Whether a frame built here is a ``playAudio`` (cheaply: it is our own JSON)."""
-    return text.startswith('{"event":"playAudio"')
+    return _dumps({"event": "playAudio", "streamId": stream_id, "media": media})
 
 
 def checkpoint(stream_id: str, name: str) -> str:
@@ -295,6 +310,88 @@ def clear_audio(stream_id: str) -> str:
 def stop(stream_id: str) -> str:
     """End the stream; Vobiz drops anything sent after it."""
     return _dumps({"event": "stop", "streamId": stream_id})
+
+
+@attrs.frozen
+class PlayAudio:
+    """Agent audio, already in the stream's encoding, waiting to go out."""
+
+    payload: bytes = attrs.field(repr=lambda a: f"<{len(a)} bytes>")
+
+
+@attrs.frozen
+class Checkpoint:
+    name: str
+
+
+@attrs.frozen
+class ClearAudio:
+    pass
+
+
+@attrs.frozen
+class StopStream:
+    pass
+
+
+#: What the server sends on the media socket, before it is given the stream's id and format.
+Outbound = PlayAudio | Checkpoint | ClearAudio | StopStream
+
+
+def encode(message: Outbound, start: Start) -> str:
+    """One outbound message as a frame of the stream ``start`` opened.
+
+    Messages are encoded as they are written, not when they are queued, so
+    after a reconnect everything still waiting goes out with the new stream's id.
+    """
+    stream_id = start.stream_id
+    match message:
+        case PlayAudio(payload=payload):
+            return play_audio(stream_id, payload, start.encoding, start.sample_rate)
+        case Checkpoint(name=name):
+            return checkpoint(stream_id, name)
+        case ClearAudio():
+            return clear_audio(stream_id)
+        case StopStream():
+            return stop(stream_id)
+    raise TypeError(f"not an outbound message: {message!r}")
+
+
+# ---------------------------------------------------------------- status callbacks
+
+#: Stream status events that say the media connection is in trouble.
+STREAM_TROUBLE = frozenset({"DroppedStream", "DegradedStream"})
+
+
+@attrs.frozen
+class StreamStatus:
+    """One ``statusCallbackUrl`` POST, with what is safe to keep of it.
+
+    ``ServiceURL`` is never kept: it is our stream URL, live token and all.
+    Every value is cut to a bounded length, since the sender may not be Vobiz.
+    """
+
+    event: str
+    stream_id: str = ""
+    name: str = ""
+    error: str = ""
+
+    @property
+    def trouble(self) -> bool:
+        return self.event in STREAM_TROUBLE or bool(self.error)
+
+    def for_log(self) -> dict[str, str]:
+        fields = {"Event": self.event, "StreamID": self.stream_id, "Name": self.name}
+        if self.error:
+            fields["Error"] = self.error
+        return {k: v for k, v in fields.items() if v}
+
+
+def stream_status(form: Mapping[str, str]) -> StreamStatus:
+    def field(key: str, limit: int = 128) -> str:
+        return str(form.get(key, ""))[:limit]
+
+    return StreamStatus(field("Event", 32), field("StreamID"), field("Name"), field("Error", 256))
 
 
 # ---------------------------------------------------------------- XML

@@ -118,6 +118,6 @@ def test_hand_made_frames_parse_as_client_text_frames():
 
 def test_play_audio_duration_comes_from_the_base64_length():
     for n in (1, 2, 3, 160, 4000, 4001):
-        frame = vobiz.play_audio(b"\xff" * n)
+        frame = vobiz.play_audio("stream-1", b"\xff" * n)
         assert played_seconds(frame) == n / 8000
     assert played_seconds(vobiz.clear_audio("s")) is None

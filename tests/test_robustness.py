@@ -315,7 +315,8 @@ class Ends(Quiet):
         await link.emit(ev.LlmDone(turn))
 
 
-async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None):
+async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None, close_on_stop=True):
+    """The agent ends the call; the caller's side closes on ``stop`` as Vobiz does (or stays open)."""
     from fixtures.fake_vobiz_rest import fake_vobiz_rest
 
     async with fake_vobiz_rest() as fake:
@@ -327,6 +328,7 @@ async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None):
             vobiz_api_url=fake.url,
         )
         async with running_server(s, AgentConfig(), providers) as app:
+            app.hub.stop_grace = 0.5
             fake.live_calls["call-rest"] = {}
             if fail:
                 fake.fail_next(fail, "no such call")
@@ -344,21 +346,30 @@ async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None):
                             await ws.send_message(
                                 json.dumps({"event": "playedStream", "name": name})
                             )
-                        if message["event"] == "stop":
+                        if message["event"] == "stop" and close_on_stop:
                             break
             (path,) = await finished(app)
         return seen, fake.requests, records(path)
 
 
-async def test_an_agent_hangup_stops_the_stream_and_deletes_the_call(tmp_path):
+async def test_an_agent_hangup_is_one_stop_and_no_rest_call_when_the_stream_closes(tmp_path):
     seen, requests, recs = await agent_ends_call(tmp_path, "end_call")
+    assert seen.count("stop") == 1
+    assert requests == []
+    assert notes(recs, "hangup") == [notes(recs, "hangup")[0] | {"via": "stop", "ok": True}]
+    assert not notes(recs, "rest_hangup")
+
+
+async def test_a_stream_left_open_after_stop_is_hung_up_through_the_rest_api(tmp_path):
+    seen, requests, recs = await agent_ends_call(tmp_path, "end_call", close_on_stop=False)
     assert "stop" in seen
     assert [(r.method, r.path.rsplit("/", 2)[-2]) for r in requests] == [("DELETE", "call-rest")]
     assert notes(recs, "rest_hangup")[0]["ok"] is True
+    assert not notes(recs, "hangup")
 
 
 async def test_a_rest_failure_is_a_note_not_a_crash(tmp_path):
-    seen, _, recs = await agent_ends_call(tmp_path, "end_call", fail=404)
+    seen, _, recs = await agent_ends_call(tmp_path, "end_call", fail=404, close_on_stop=False)
     assert "stop" in seen
     (note,) = notes(recs, "rest_hangup")
     assert note["ok"] is False and "no such call" in note["error"]

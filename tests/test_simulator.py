@@ -78,7 +78,7 @@ class FakeAgent:
     async def play(self, stream: str, seconds: float, name: str) -> None:
         audio = b"\x10" * int(8000 * seconds)
         for i in range(0, len(audio), 160):
-            await self.send(vobiz.play_audio(audio[i : i + 160]))
+            await self.send(vobiz.play_audio(stream, audio[i : i + 160]))
         await self.send(vobiz.checkpoint(stream, name))
 
     async def talk(self) -> None:
@@ -107,7 +107,7 @@ class FakeAgent:
                         await self.send(vobiz.clear_audio(stream))
                         if self.stale:
                             for _ in range(3):
-                                await self.send(vobiz.play_audio(b"\x10" * 160))
+                                await self.send(vobiz.play_audio(stream, b"\x10" * 160))
                 quiet = 0 if voiced else quiet + 1
                 if talking and quiet == 5:  # 100 ms of silence ends the utterance
                     talking = False

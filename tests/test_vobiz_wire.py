@@ -254,15 +254,16 @@ def test_parse_raises_nothing_but_protocol_error(frame):
 
 
 def test_play_audio_matches_the_documented_frame():
-    assert json.loads(vobiz.play_audio(b"\xff\x7f", MULAW, 8000)) == {
+    assert json.loads(vobiz.play_audio("s1", b"\xff\x7f", MULAW, 8000)) == {
         "event": "playAudio",
+        "streamId": "s1",
         "media": {"contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": "/38="},
     }
 
 
 def test_play_audio_refuses_unknown_encodings():
     with pytest.raises(ValueError):
-        vobiz.play_audio(b"", "audio/x-wav", 8000)
+        vobiz.play_audio("s1", b"", "audio/x-wav", 8000)
 
 
 @pytest.mark.parametrize(
