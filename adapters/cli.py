@@ -16,6 +16,10 @@ import trio
 log = logging.getLogger("voice_agent")
 
 
+class ConfigError(Exception):
+    """A setting that cannot work; its message names the setting and what to do."""
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -127,10 +131,13 @@ async def _serve_main(args) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
-    settings = ServerSettings.from_env(**overrides)
-    if "PUBLIC_URL" not in os.environ:
-        settings = attrs.evolve(settings, public_url=f"http://{settings.host}:{settings.port}")
-    app = build_app(settings)
+    try:
+        settings = ServerSettings.from_env(**overrides)
+        if "PUBLIC_URL" not in os.environ:
+            settings = attrs.evolve(settings, public_url=f"http://{settings.host}:{settings.port}")
+        app = build_app(settings)
+    except ValueError as exc:  # a setting that cannot work: say which, not a traceback
+        raise ConfigError(str(exc)) from None
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
@@ -229,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "diagram":
         return _diagram(args)
     if args.command == "serve":
-        return trio.run(_serve_main, args)
+        try:
+            return trio.run(_serve_main, args)
+        except ConfigError as exc:
+            print(f"voice-agent: {exc}", file=sys.stderr)
+            return 2
     if args.command == "call":
         return trio.run(place_call, args.to, args.from_)
     from adapters import demo

@@ -13,6 +13,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving import running_server
+from stand_ins import Ear, Hears, Quiet, Talker, quiet
 from trio_websocket import ConnectionClosed
 
 from adapters.cli import serve_on_loopback
@@ -26,37 +27,6 @@ from engine.replay import replay
 from fixtures.simulator import CallerLine, CallerScript, simulate, stream_url
 
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
-
-
-class Ear:
-    """A recognizer that counts the frames it is given (or never reads, to fill the buffer)."""
-
-    def __init__(self, read: bool = True):
-        self.read = read
-        self.frames = 0
-
-    def __call__(self):
-        return self
-
-    async def run(self, audio, link):
-        if not self.read:
-            await trio.sleep_forever()
-        async for _ in audio:
-            self.frames += 1
-
-
-class Quiet:
-    """A model and a voice that finish at once and say nothing."""
-
-    async def complete(self, turn, messages, link):
-        await link.emit(ev.LlmDone(turn))
-
-    async def synthesize(self, turn, seq, text, link):
-        await link.emit(ev.TtsDone(turn, seq))
-
-
-def quiet(ear: Ear | None = None) -> Providers:
-    return Providers(stt=ear or Ear(), llm=Quiet(), tts=Quiet())
 
 
 def server_settings(tmp_path: Path, **kw) -> ServerSettings:
@@ -291,20 +261,6 @@ async def test_shutdown_drains_refuses_new_calls_and_ends_live_ones(tmp_path):
 # -- REST hang-up and transfer ------------------------------------------------------------------
 
 
-class Hears:
-    """A recognizer that hears one final sentence at the first frame."""
-
-    def __call__(self):
-        return self
-
-    async def run(self, audio, link):
-        heard = False
-        async for _ in audio:
-            if not heard:
-                heard = True
-                await link.emit(ev.Transcript("that is all", is_final=True, speech_final=True))
-
-
 class Ends(Quiet):
     def __init__(self, tool: str, arguments: str = "{}"):
         self.tool, self.arguments = tool, arguments
@@ -376,18 +332,6 @@ async def test_a_rest_failure_is_a_note_not_a_crash(tmp_path):
 
 
 # -- reconnect -----------------------------------------------------------------------------------
-
-
-class Talker(Quiet):
-    """Answers every turn with "Noted." and voices each sentence as 0.1 s of audio."""
-
-    async def complete(self, turn, messages, link):
-        await link.emit(ev.LlmText(turn, "Noted."))
-        await link.emit(ev.LlmDone(turn))
-
-    async def synthesize(self, turn, seq, text, link):
-        await link.emit(ev.TtsAudio(turn, seq, b"\x7f" * 800))
-        await link.emit(ev.TtsDone(turn, seq))
 
 
 async def test_a_reconnected_stream_continues_the_same_call_on_the_new_socket(tmp_path):

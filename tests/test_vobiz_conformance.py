@@ -1,0 +1,219 @@
+"""The server against a simulated Vobiz as strict as Vobiz's own documentation.
+
+Each test stands for a way a real call went wrong against the platform as
+documented today (``docs/vobiz-protocol.md``): audio without a ``streamId``,
+a reconnect refused five minutes in, a 24 kHz stream, webhooks that could not
+be checked or could be replayed, a hang-up sent twice, a status callback that
+leaked the stream token into the call log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import httpx
+import pytest
+import trio
+from serving import running_server
+from stand_ins import Ear, Hears, Talker
+
+from adapters import cli
+from adapters.runner import Providers
+from adapters.server import create_app
+from adapters.settings import ServerSettings
+from engine.config import AgentConfig
+from engine.replay import replay
+from fixtures import vobiz_rules
+from fixtures.simulator import CallerScript, signed_headers, simulate
+
+TOKEN = "vobiz-auth-token"
+LOUD = b"\x00" * 1600  # 0.2 s of full-scale mu-law, for a caller whose words do not matter
+
+
+def settings(tmp_path, **kw) -> ServerSettings:
+    base = {"call_log_dir": tmp_path / "calls", "stream_secret": "c" * 32}
+    return ServerSettings.from_env({}, **(base | kw))
+
+
+def signed(**kw) -> dict:
+    return {"vobiz_auth_token": TOKEN, "validate_signatures": True} | kw
+
+
+def records(path) -> list[dict]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert replay(lines).identical
+    return [json.loads(line) for line in lines if line]
+
+
+def notes(recs, what) -> list[dict]:
+    return [r for r in recs if r["kind"] == "note" and r["what"] == what]
+
+
+async def finished(app, count: int = 1):
+    with trio.fail_after(30):
+        while len(app.hub.finished) < count:
+            await trio.sleep(0.01)
+    return list(app.hub.finished)
+
+
+def speak(text: str) -> bytes:
+    return LOUD
+
+
+# -- the media socket: what Vobiz accepts ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "problem"),
+    [
+        ({"event": "playAudio", "media": {}}, "streamId None"),
+        ({"event": "playAudio", "streamId": "old", "media": {}}, "streamId 'old'"),
+        (
+            {"event": "playAudio", "streamId": "s", "media": {"contentType": "audio/x-l16"}},
+            "sampleRate None",
+        ),
+        (
+            {
+                "event": "playAudio",
+                "streamId": "s",
+                "media": {"contentType": "audio/x-mulaw", "sampleRate": 16000, "payload": "/w=="},
+            },
+            "sampleRate 16000",
+        ),
+        ({"event": "checkpoint", "streamId": "s"}, "without a name"),
+        ({"event": "clearAudio"}, "streamId None"),
+        ({"event": "stop", "streamId": "x"}, "streamId 'x'"),
+        ({"event": "mark", "streamId": "s"}, "unknown command 'mark'"),
+    ],
+)
+def test_the_simulated_platform_refuses_what_vobiz_refuses(frame, problem):
+    assert problem in vobiz_rules.refusal(json.dumps(frame), "s")
+
+
+def test_the_simulated_platform_takes_documented_frames_and_nothing_after_stop():
+    play = {
+        "event": "playAudio",
+        "streamId": "s",
+        "media": {"contentType": "audio/x-l16", "sampleRate": 24000, "payload": "AAA="[:4]},
+    }
+    play["media"]["payload"] = "AAAA"  # 3 bytes of L16 would be half a sample; 4 chars = 3 bytes
+    assert "payload of 3 bytes" in vobiz_rules.refusal(json.dumps(play), "s")
+    play["media"]["payload"] = "AAAAAA=="  # 4 bytes: two samples
+    assert vobiz_rules.refusal(json.dumps(play), "s") is None
+    checkpoint = json.dumps({"event": "checkpoint", "streamId": "s", "name": "1.0"})
+    assert vobiz_rules.refusal(checkpoint, "s") is None
+    assert vobiz_rules.refusal(checkpoint, "s", stopped=True) == "checkpoint after stop"
+
+
+async def test_a_whole_call_passes_the_strict_platform_and_audio_names_its_stream(tmp_path):
+    providers = Providers(stt=Hears(at_frame=10), llm=Talker(), tts=Talker())
+    async with running_server(settings(tmp_path), AgentConfig(greeting="Hi."), providers) as app:
+        script = CallerScript(lines=(), hang_up_after=3.0)
+        result = await simulate(app.base_url, script, speak=speak)
+        (path,) = await finished(app)
+    assert result.violations == ()
+    assert len(result.played_checkpoints) >= 2  # the greeting and the reply were played out
+    recs = records(path)
+    assert [r["command"] for r in recs if r["kind"] == "command"].count("PlayAudio") >= 2
+
+
+# -- reconnects: the token lives as long as its call ------------------------------------------
+
+
+async def test_a_reconnect_long_after_the_answer_goes_on_with_the_new_stream(
+    tmp_path, autojump_clock
+):
+    """Vobiz retries a dropped stream six minutes into a call: same call, same token, new id."""
+    config = AgentConfig(greeting="Hi.", idle_timeout=10_000)
+    minutes = 6 * 60
+    # The caller's words come 2 s after the reconnect: the reply must use the new stream's id.
+    providers = Providers(stt=Hears(at_frame=(minutes + 3) * 50), llm=Talker(), tts=Talker())
+    async with running_server(settings(tmp_path, stream_retries=1), config, providers) as app:
+        wall = time.time() - trio.current_time()
+        app.hub.wall_clock = lambda: wall + trio.current_time()
+        script = CallerScript(lines=(), hang_up_after=minutes + 6, drop_stream_at=minutes)
+        result = await simulate(app.base_url, script, speak=speak)
+        (path,) = await finished(app)
+    assert result.sockets == 2
+    assert result.violations == ()
+    recs = records(path)
+    assert notes(recs, "stream_lost") and notes(recs, "stream_reconnected")
+    reply = [r for r in recs if r.get("command") == "PlayAudio" and r["t"] > minutes]
+    assert reply, "the agent answered after the reconnect"
+    assert recs[-1]["reason"].startswith("socket closed")
+
+
+# -- start-up: what the stream can carry -------------------------------------------------------
+
+
+def test_a_24_khz_stream_is_refused_at_start_up_with_what_to_use(tmp_path):
+    with pytest.raises(ValueError, match=r"not to set 24 kHz.*audio/x-l16;rate=16000"):
+        create_app(
+            settings(tmp_path, media_format="audio/x-l16;rate=24000"),
+            AgentConfig(),
+            Providers(stt=Ear(), llm=Talker(), tts=Talker()),
+        )
+
+
+def test_serve_exits_with_the_reason_instead_of_a_traceback(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MEDIA_FORMAT", "audio/x-l16;rate=24000")
+    monkeypatch.setenv("CALL_LOG_DIR", str(tmp_path))
+    assert cli.main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voice-agent: MEDIA_FORMAT='audio/x-l16;rate=24000'")
+    assert "Traceback" not in err
+
+
+# -- webhooks: checked, explained, never replayed ---------------------------------------------
+
+
+async def test_enforced_signatures_are_announced_and_a_refusal_says_what_to_fix(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "voice_agent.server")
+    async with (
+        running_server(
+            settings(tmp_path, **signed()), AgentConfig(), Providers(Ear(), Talker(), Talker())
+        ) as app,
+        httpx.AsyncClient() as client,
+    ):
+        unsigned = await client.post(f"{app.base_url}/answer", data={"CallUUID": "c1"})
+        url = f"{app.base_url}/answer"
+        wrong = signed_headers(url, "some other token")
+        badly = await client.post(url, data={"CallUUID": "c1"}, headers=wrong)
+    assert unsigned.status_code == badly.status_code == 403
+    text = caplog.text
+    assert "webhook signatures ENFORCED" in text
+    assert "no X-Vobiz-Signature-V3/-V2 header" in text and "callback authentication" in text
+    assert f"does not match {url}" in text and "PUBLIC_URL" in text
+
+
+async def test_a_sub_account_callback_signed_by_the_parent_account_is_accepted(tmp_path):
+    s = settings(tmp_path, **signed(vobiz_parent_auth_token="parent-token"))
+    async with (
+        running_server(s, AgentConfig(), Providers(Ear(), Talker(), Talker())) as app,
+        httpx.AsyncClient() as client,
+    ):
+        url = f"{app.base_url}/answer"
+        parent = signed_headers(url, "parent-token")
+        ma = {
+            "X-Vobiz-Signature-MA-V3": parent["X-Vobiz-Signature-V3"],
+            "X-Vobiz-Signature-V3-Nonce": parent["X-Vobiz-Signature-V3-Nonce"],
+        }
+        reply = await client.post(url, data={"CallUUID": "c-ma"}, headers=ma)
+    assert reply.status_code == 200 and "<Stream" in reply.text
+
+
+async def test_a_captured_signed_answer_sent_again_is_refused(tmp_path):
+    async with (
+        running_server(
+            settings(tmp_path, **signed()), AgentConfig(), Providers(Ear(), Talker(), Talker())
+        ) as app,
+        httpx.AsyncClient() as client,
+    ):
+        url = f"{app.base_url}/answer"
+        headers = signed_headers(url, TOKEN)
+        first = await client.post(url, data={"CallUUID": "c-1"}, headers=headers)
+        again = await client.post(url, data={"CallUUID": "c-2"}, headers=headers)
+    assert first.status_code == 200
+    assert again.status_code == 403 and again.text == "replayed request"
