@@ -9,6 +9,7 @@ leaked the stream token into the call log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -217,3 +218,105 @@ async def test_a_captured_signed_answer_sent_again_is_refused(tmp_path):
         again = await client.post(url, data={"CallUUID": "c-2"}, headers=headers)
     assert first.status_code == 200
     assert again.status_code == 403 and again.text == "replayed request"
+
+
+# -- hang-ups: who may end a live call ---------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def call_in_progress(app, script: CallerScript, **kw):
+    """A simulated call running in the background; yields once the server holds it."""
+    async with trio.open_nursery() as nursery:
+        out: dict = {}
+
+        async def call() -> None:
+            out["result"] = await simulate(
+                app.base_url, script, speak=speak, call_id="live-1", **kw
+            )
+
+        nursery.start_soon(call)
+        with trio.fail_after(10):
+            while "live-1" not in app.hub.live:
+                await trio.sleep(0.01)
+        yield out
+
+
+HANGUP = {"CallUUID": "live-1", "Event": "Hangup", "HangupCause": "NORMAL_CLEARING"}
+
+
+async def test_an_unsigned_hangup_leaves_a_live_call_alone_until_its_socket_closes(tmp_path):
+    providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
+    s = settings(tmp_path, stream_retries=2)  # a lost socket would wait for a reconnect...
+    async with running_server(s, AgentConfig(greeting="Hi."), providers) as app:
+        async with call_in_progress(app, CallerScript(lines=(), hang_up_after=2.0)):
+            async with httpx.AsyncClient() as client:
+                forged = await client.post(f"{app.base_url}/hangup", data=HANGUP)
+            await trio.sleep(0.5)
+            assert "live-1" in app.hub.live  # the caller is still on the line
+        (path,) = await finished(app)
+    assert forged.status_code == 200
+    recs = records(path)
+    # ...but the reported hang-up ends it the moment the socket goes, with no wait.
+    assert recs[-1]["reason"] == "hangup webhook"
+    assert not notes(recs, "stream_lost")
+    assert recs[-1]["t"] > 1.5  # the caller's own hang-up at 2 s, not the forged one
+
+
+async def test_a_signed_hangup_ends_a_live_call_and_cannot_be_sent_twice(tmp_path):
+    providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
+    async with running_server(settings(tmp_path, **signed()), AgentConfig(), providers) as app:
+        script = CallerScript(lines=(), hang_up_after=30.0)
+        async with call_in_progress(app, script, auth_token=TOKEN):
+            url = f"{app.base_url}/hangup"
+            headers = signed_headers(url, TOKEN)
+            async with httpx.AsyncClient() as client:
+                first = await client.post(url, data=HANGUP, headers=headers)
+                (path,) = await finished(app)
+                again = await client.post(url, data=HANGUP, headers=headers)
+    assert first.status_code == 200
+    assert again.status_code == 403
+    recs = records(path)
+    assert recs[-1]["reason"] == "hangup webhook"
+    assert recs[-1]["t"] < 10
+
+
+# -- stream status callbacks ---------------------------------------------------------------------
+
+
+async def test_stream_trouble_is_kept_in_the_log_without_the_stream_token(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "voice_agent")
+    providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
+    async with running_server(settings(tmp_path, **signed()), AgentConfig(), providers) as app:
+        script = CallerScript(lines=(), hang_up_after=1.5)
+        async with call_in_progress(app, script, auth_token=TOKEN):
+            url = f"{app.base_url}/stream-status"
+            service_url = f"{app.base_url}/ws?token=the-live-stream-token"
+            status = {
+                "CallUUID": "live-1",
+                "StreamID": "stream-x",
+                "Event": "DroppedStream",
+                "Error": "connection disconnected with the remote service",
+                "ServiceURL": service_url,
+            }
+            async with httpx.AsyncClient() as client:
+                ok = await client.post(url, data=status, headers=signed_headers(url, TOKEN))
+        (path,) = await finished(app)
+    assert ok.status_code == 200
+    (note,) = notes(records(path), "stream_status")
+    assert note["Event"] == "DroppedStream"
+    assert note["Error"] == "connection disconnected with the remote service"
+    assert "the-live-stream-token" not in path.read_text()
+    assert "stream trouble" in caplog.text
+
+
+async def test_an_unsigned_stream_status_never_writes_into_a_call_log(tmp_path):
+    providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
+    async with running_server(settings(tmp_path), AgentConfig(), providers) as app:
+        script = CallerScript(lines=(), hang_up_after=1.0)
+        async with call_in_progress(app, script), httpx.AsyncClient() as client:
+            await client.post(
+                f"{app.base_url}/stream-status",
+                data={"CallUUID": "live-1", "Event": "StopStream", "Name": "x" * 10_000},
+            )
+        (path,) = await finished(app)
+    assert not notes(records(path), "stream_status")
