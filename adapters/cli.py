@@ -208,6 +208,20 @@ def _diagram(args) -> int:
     return 0
 
 
+def _doctor() -> int:
+    from adapters.doctor import examine, report
+    from adapters.settings import ServerSettings
+
+    try:
+        settings = ServerSettings.from_env()
+    except ValueError as exc:
+        print(f"voice-agent doctor: {exc}", file=sys.stderr)
+        return 2
+    text, status = report(examine(settings))
+    print(text)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -216,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="answer Vobiz calls (webhooks + media WebSocket)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+
+    sub.add_parser("doctor", help="explain what the settings will do on a real Vobiz number")
 
     p = sub.add_parser("call", help="place an outbound call through the Vobiz REST API")
     p.add_argument("to")
@@ -235,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.command == "diagram":
         return _diagram(args)
+    if args.command == "doctor":
+        return _doctor()
     if args.command == "serve":
         try:
             return trio.run(_serve_main, args)

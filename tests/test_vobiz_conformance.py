@@ -320,3 +320,29 @@ async def test_an_unsigned_stream_status_never_writes_into_a_call_log(tmp_path):
             )
         (path,) = await finished(app)
     assert not notes(records(path), "stream_status")
+
+
+# -- voice-agent doctor --------------------------------------------------------------------------
+
+
+def test_doctor_explains_enforced_signatures_and_names_each_problem(monkeypatch, capsys):
+    for key in ("PUBLIC_URL", "VALIDATE_SIGNATURES", "DEEPGRAM_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("VOBIZ_AUTH_ID", "MA_TEST")
+    monkeypatch.setenv("VOBIZ_AUTH_TOKEN", "a-secret-auth-token-value")
+    monkeypatch.setenv("MEDIA_FORMAT", "audio/x-l16;rate=24000")
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "ENFORCED" in out and "callback authentication" in out
+    assert "PROBLEM  PUBLIC_URL" in out and "PROBLEM  MEDIA_FORMAT" in out
+    assert "a-secret-auth-token-value" not in out and "alue" not in out
+    assert out.rstrip().endswith("2 problem(s)")
+
+
+def test_doctor_is_content_with_a_sound_public_setup(monkeypatch, capsys):
+    monkeypatch.setenv("PUBLIC_URL", "https://agent.example.com")
+    monkeypatch.setenv("VALIDATE_SIGNATURES", "false")
+    monkeypatch.setenv("MEDIA_FORMAT", "audio/x-mulaw;rate=8000")
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "wss://agent.example.com/ws" in out and "not checked" in out
