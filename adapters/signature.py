@@ -1,6 +1,6 @@
 """Is this webhook really from Vobiz? HMAC-SHA256 signatures keyed with the auth token.
 
-Vobiz documents (docs.vobiz.ai/concepts/validating-callbacks) two live schemes:
+Vobiz documents (vobiz.ai/docs/concepts/validating-callbacks) two live schemes:
 
 - V2: ``base64(HMAC-SHA256(auth_token, base_url + nonce))``
 - V3: ``base64(HMAC-SHA256(auth_token, base_url + "." + nonce))``
@@ -11,9 +11,10 @@ nonce comes from ``X-Vobiz-Signature-V2-Nonce`` / ``-V3-Nonce``. Plivo's V3
 on, signs more: the URL with its sorted query, then the sorted POST params.
 We accept a V3 header that matches either string, so the validator keeps
 working if Vobiz ever moves to the stricter Plivo form. Note what the Vobiz
-form implies: the params are not signed, so they must not be trusted beyond
-"a request for this URL came from Vobiz" (the call id is cross-checked
-against the stream token and the hang-up callback instead).
+form implies: the params are not signed, and nothing time-bound is, so a
+signature proves only "Vobiz called this URL once": the server refuses a
+nonce it has seen (:class:`NonceMemory`), binds the call id into the stream
+token, and acts on a live call's hang-up only when it is signed.
 
 The URL must be the public one Vobiz called (scheme, host, path), not what a
 reverse proxy rewrote it to.

@@ -1,0 +1,112 @@
+"""Attacks and careless clients against the real server over loopback sockets.
+
+Each test is one reproduction from an adversarial run: it failed on the
+server before its fix. ``docs/security.md`` lists them with what is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import httpx
+import trio
+import trio_websocket
+from serving import running_server
+from stand_ins import Ear, Talker, quiet
+
+from adapters.runner import Providers
+from adapters.settings import ServerSettings
+from adapters.wsclient import open_client
+from engine.config import AgentConfig
+from engine.replay import replay
+from fixtures.simulator import stream_url
+
+
+def settings(tmp_path: Path, **kw) -> ServerSettings:
+    base = {"call_log_dir": tmp_path / "calls", "stream_secret": "a" * 32}
+    return ServerSettings.from_env({}, **(base | kw))
+
+
+def start(call_id: str, stream_id: str = "stream-1") -> str:
+    body = {"callId": call_id, "streamId": stream_id, "mediaFormat": {"encoding": "audio/x-mulaw"}}
+    return json.dumps({"event": "start", "start": body})
+
+
+async def answer(base: str, call_id: str, **form) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.post(f"{base}/answer", data={"CallUUID": call_id, **form})
+
+
+async def wait_live(app, call_id: str) -> None:
+    with trio.fail_after(10):
+        while call_id not in app.hub.live:
+            await trio.sleep(0.01)
+
+
+async def finished(app, count: int = 1) -> list[Path]:
+    with trio.fail_after(20):
+        while len(app.hub.finished) < count:
+            await trio.sleep(0.01)
+    return list(app.hub.finished)
+
+
+async def refused(url: str) -> bool:
+    """Whether the server refuses a WebSocket to ``url`` at the handshake."""
+    try:
+        async with open_client(url):
+            return False
+    except trio_websocket.HandshakeError:
+        return True
+
+
+# -- 1. a live call cannot be taken over ---------------------------------------------------------
+
+
+async def test_a_second_socket_with_a_live_calls_token_is_refused(tmp_path, caplog):
+    providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
+    async with running_server(settings(tmp_path), AgentConfig(greeting="Hi."), providers) as app:
+        url = stream_url((await answer(app.base_url, "victim")).text)
+        async with open_client(url) as caller:
+            await caller.send_message(start("victim"))
+            await wait_live(app, "victim")
+            assert await refused(url)  # the attacker's socket never reaches the call
+            greeting = json.loads(await caller.get_message())  # the caller still hears the agent
+            assert greeting["event"] == "playAudio"
+            assert "victim" in app.hub.live
+        (path,) = await finished(app)
+    assert "refused media socket: the call's media socket is open" in caplog.text
+    lines = path.read_text().split("\n")
+    assert replay(lines).identical
+    assert json.loads(lines[-2])["reason"] == "socket closed"
+
+
+async def test_a_token_dies_with_its_call_and_answer_mints_no_new_token_for_it(tmp_path):
+    async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
+        url = stream_url((await answer(app.base_url, "done")).text)
+        async with open_client(url) as ws:
+            await ws.send_message(start("done"))
+            await wait_live(app, "done")
+            live_again = await answer(app.base_url, "done")
+        await finished(app)
+        ended_again = await answer(app.base_url, "done")
+        assert await refused(url)
+        assert len(app.hub.finished) == 1  # no second call, no second log
+    assert live_again.status_code == ended_again.status_code == 409
+    assert "<Stream" not in live_again.text + ended_again.text
+    assert len(list((tmp_path / "calls").iterdir())) == 1
+
+
+# -- 3. MAX_CALLS counts answered calls too -------------------------------------------------------
+
+
+async def test_max_calls_counts_answered_calls_whose_socket_has_not_come_yet(tmp_path):
+    async with running_server(settings(tmp_path, max_calls=5), AgentConfig(), quiet()) as app:
+        replies = [await answer(app.base_url, f"burst-{i}") for i in range(20)]
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(f"{app.base_url}/health")).json()
+    streams = [r for r in replies if ET.fromstring(r.text).find("Stream") is not None]
+    busy = [r for r in replies if ET.fromstring(r.text).find("Hangup") is not None]
+    assert len(streams) == 5 and len(busy) == 15
+    assert health["held_calls"] == 5
