@@ -7,14 +7,18 @@ server before its fix. ``docs/security.md`` lists them with what is expected.
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 import trio_websocket
 from serving import running_server
 from stand_ins import Ear, Talker, quiet
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 from adapters.runner import Providers
 from adapters.settings import ServerSettings
@@ -110,3 +114,41 @@ async def test_max_calls_counts_answered_calls_whose_socket_has_not_come_yet(tmp
     busy = [r for r in replies if ET.fromstring(r.text).find("Hangup") is not None]
     assert len(streams) == 5 and len(busy) == 15
     assert health["held_calls"] == 5
+
+
+# -- 2. a socket the server closes is freed even while the client keeps sending ----------------
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+MEDIA = json.dumps({"event": "media", "media": {"payload": "/" * 212 + "w=="}})
+
+
+async def burst_and_leave(url: str, frames: list[str]) -> None:
+    """A careless client: one write of all its frames, then it hangs up without reading."""
+    parts = urlsplit(url)
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host=parts.netloc, target=f"{parts.path}?{parts.query}")))
+    while not any(isinstance(e, AcceptConnection) for e in ws.events()):
+        ws.receive_data(await stream.receive_some(65536))
+    await stream.send_all(b"".join(ws.send(TextMessage(frame)) for frame in frames))
+    await stream.aclose()
+
+
+async def test_a_client_that_keeps_sending_after_the_server_ends_its_call_leaks_nothing(tmp_path):
+    """The call ends (a ``stop``) with 30 frames behind it, past hypercorn's 10-message queue."""
+    async with running_server(settings(tmp_path, max_calls=200), AgentConfig(), quiet()) as app:
+        await answer(app.base_url, "warm-up")
+        baseline = open_descriptors()
+        for i in range(100):
+            call_id = f"burst-{i}"
+            url = stream_url((await answer(app.base_url, call_id)).text)
+            stop = json.dumps({"event": "stop"})
+            await burst_and_leave(url, [start(call_id), stop] + [MEDIA] * 30)
+        await finished(app, 100)
+        with trio.fail_after(10):
+            while open_descriptors() > baseline:
+                await trio.sleep(0.05)
