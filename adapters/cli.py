@@ -46,6 +46,9 @@ def build_app(settings):
 #: 33 + 2 + 1; p99 inbound lag 19 -> 9 ms; a few MB more of not-yet-collected cycles.
 GC_THRESHOLDS = (10_000, 10, 10)
 
+#: The largest WebSocket message hypercorn accepts: a second of 16 kHz L16 in base64 fits.
+MAX_WEBSOCKET_MESSAGE = 64 * 1024
+
 
 def settle(app) -> None:
     """Pay start-up costs before the first caller, and keep them out of the collector's way.
@@ -78,6 +81,9 @@ async def serve_app(
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = 5.0
     config.accesslog = None
+    # A media frame is a few hundred bytes; hypercorn's default (16 MiB) lets one client
+    # make the server buffer megabytes per message before the app can refuse it.
+    config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
 
     async def drained() -> None:
         await shutdown.wait()

@@ -34,7 +34,7 @@ DEMO_SCRIPT = CallerScript(
 async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> int:
     from adapters.cli import build_app, serve_on_loopback
     from adapters.settings import ServerSettings
-    from engine.calllog import read_log
+    from engine.calllog import read_log, split_log
     from engine.replay import replay
     from engine.views import latency_table, timeline
 
@@ -64,10 +64,11 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
     console.print()
     print_report(result, console)
     console.print("\n[bold]The call as the agent logged it[/bold]")
-    records = [r for _, r in read_log(log_path.read_text().splitlines())]
+    lines, _ = split_log(log_path.read_text(encoding="utf-8"))
+    records = [r for _, r in read_log(lines)]
     console.print("\n".join(timeline(records)), highlight=False, markup=False, soft_wrap=True)
     console.print("\n".join(latency_table(records)), highlight=False, markup=False, soft_wrap=True)
-    outcome = replay(log_path.read_text().splitlines())
+    outcome = replay(lines)
     console.print(f"\nlog: {log_path}\nwav: {wav_path}")
     if not outcome.identical:
         console.print(f"[red]replay: DIVERGES at line {outcome.divergence.line}[/red]")

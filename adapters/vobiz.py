@@ -186,8 +186,8 @@ def _start(msg: dict) -> Start:
     body = msg.get("start", msg)
     if not isinstance(body, dict):
         raise ProtocolError("bad_field_type", "start")
-    call_id = _req_str(body, "callId")
-    stream_id = _req_str(body, "streamId")
+    call_id = _bounded(_req_str(body, "callId"), "callId")
+    stream_id = _bounded(_req_str(body, "streamId"), "streamId")
     account_id = _opt_str(body, "accountId") or ""
     tracks = body.get("tracks", ["inbound"])
     if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
@@ -210,7 +210,7 @@ def _start(msg: dict) -> Start:
 
 
 def _played_stream(msg: dict) -> PlayedStream:
-    return PlayedStream(_req_str(msg, "name"), _opt_str(msg, "streamId"))
+    return PlayedStream(_bounded(_req_str(msg, "name"), "name"), _opt_str(msg, "streamId"))
 
 
 def _cleared_audio(msg: dict) -> ClearedAudio:
@@ -248,6 +248,17 @@ def _req_str(obj: dict, key: str) -> str:
         raise ProtocolError("missing_field", key)
     if not isinstance(value, str):
         raise ProtocolError("bad_field_type", key)
+    return value
+
+
+#: The longest id or name we take from the wire: Vobiz's ids are UUIDs, our checkpoint names
+#: are short; anything longer is not from Vobiz and would only bloat the call log.
+MAX_NAME = 128
+
+
+def _bounded(value: str, key: str) -> str:
+    if len(value) > MAX_NAME:
+        raise ProtocolError("bad_field_type", f"{key} longer than {MAX_NAME} characters")
     return value
 
 

@@ -105,8 +105,26 @@ def decode_command(record: dict[str, Any]) -> Any:
     return _decode_fields(_COMMANDS[record["command"]], fields)
 
 
+#: Characters that some line readers (Python's ``str.splitlines`` among them) take as line
+#: breaks. JSON leaves them raw when ``ensure_ascii`` is off, so a caller-controlled string
+#: holding one would split a record in two for such a reader; they are written escaped.
+_LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    """One record as one line: no raw line break of any kind can appear inside it."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS)
+
+
+def split_log(text: str) -> tuple[list[str], bool]:
+    """A log's whole lines (split at ``\\n`` only, as written), and whether a cut last line was left out.
+
+    A process killed mid-write leaves its last line without its newline: that
+    line is not a record, but everything before it still is.
+    """
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the log ends with a newline
+    return lines, bool(tail)
 
 
 #: The streaming records: many per second while the agent talks, each one a delta.

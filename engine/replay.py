@@ -2,7 +2,11 @@
 
 Only events are fed; everything the engine produced (transitions, commands,
 drops) must come out again, identical in the log's canonical encoding.
-Notes and the footer are what the runner saw and are not compared.
+Notes and the footer are what the runner saw and are not compared. A log
+without its footer (the process was killed) replays as far as it goes: the
+result says it is not ``finished``. The engine may have produced a record
+the killed process never wrote, so a prefix that ends right after an event
+is still identical.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class ReplayResult:
     events: int
     records: int
     divergence: Divergence | None = None
+    #: The log has its footer: the call finished and every record of it is here.
+    finished: bool = True
 
     @property
     def identical(self) -> bool:
@@ -49,6 +55,7 @@ def replay(lines: Iterable[str]) -> ReplayResult:
         raise LogError(1, f"bad config in header: {exc}") from None
     record_audio = bool(header.get("record_audio"))
     core = CallCore(config)
+    finished = any(r["kind"] == "footer" for _, r in records)
     expected = [(n, r) for n, r in records if r["kind"] in _PRODUCED or r["kind"] == "event"]
     events = compared = 0
     i = 0
@@ -56,7 +63,7 @@ def replay(lines: Iterable[str]) -> ReplayResult:
         number, record = expected[i]
         i += 1
         if record["kind"] != "event":
-            return ReplayResult(events, compared, Divergence(number, record, None))
+            return ReplayResult(events, compared, Divergence(number, record, None), finished)
         try:
             event = decode_event(record)
         except (TypeError, ValueError, KeyError) as exc:
@@ -64,11 +71,14 @@ def replay(lines: Iterable[str]) -> ReplayResult:
         events += 1
         got = step_records(record["t"], core.step(event, record["t"]), record_audio)
         for produced in got:
+            if i >= len(expected) and not finished:
+                break  # the log was cut here: what it holds matched
             if i >= len(expected) or expected[i][1]["kind"] == "event":
-                return ReplayResult(events, compared, Divergence(number, None, produced))
+                return ReplayResult(events, compared, Divergence(number, None, produced), finished)
             want_number, want = expected[i]
             if want != produced:
-                return ReplayResult(events, compared, Divergence(want_number, want, produced))
+                divergence = Divergence(want_number, want, produced)
+                return ReplayResult(events, compared, divergence, finished)
             compared += 1
             i += 1
-    return ReplayResult(events, compared)
+    return ReplayResult(events, compared, finished=finished)

@@ -6,8 +6,12 @@ server before its fix. ``docs/security.md`` lists them with what is expected.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import socket
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -152,3 +156,65 @@ async def test_a_client_that_keeps_sending_after_the_server_ends_its_call_leaks_
         with trio.fail_after(10):
             while open_descriptors() > baseline:
                 await trio.sleep(0.05)
+
+
+# -- 8. a message bigger than the protocol needs closes the socket ------------------------------
+
+
+async def test_a_message_over_64_kib_closes_the_socket_and_the_call_keeps_its_log(tmp_path):
+    async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
+        url = stream_url((await answer(app.base_url, "huge")).text)
+        async with open_client(url) as ws:
+            await ws.send_message(start("huge"))
+            await wait_live(app, "huge")
+            with contextlib.suppress(trio_websocket.ConnectionClosed):
+                await ws.send_message("x" * (64 * 1024 + 1))
+                await ws.get_message()  # the greeting's audio, then the close
+                await ws.get_message()
+            assert ws.closed is not None and ws.closed.code == 1009
+        (path,) = await finished(app)
+    lines = path.read_text().split("\n")
+    assert replay(lines).identical and json.loads(lines[-2])["kind"] == "footer"
+
+
+# -- 6. a killed server leaves a log that replays as far as it goes -------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_server_killed_mid_call_leaves_a_log_replay_calls_incomplete(tmp_path, capsys):
+    import replay as replay_cli
+
+    port = free_port()
+    env = os.environ | {"CALL_LOG_DIR": str(tmp_path / "calls"), "STREAM_SECRET": "k" * 32}
+    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "VOBIZ_AUTH_TOKEN", "PUBLIC_URL"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(trio.run_process, command, env=env, check=False)
+        )
+        try:
+            with trio.fail_after(60):
+                while True:
+                    with contextlib.suppress(httpx.TransportError):
+                        async with httpx.AsyncClient() as client:
+                            if (await client.get(f"{base}/health")).status_code == 200:
+                                break
+                    await trio.sleep(0.1)
+            url = stream_url((await answer(base, "killed")).text)
+            async with open_client(url) as ws:
+                await ws.send_message(start("killed"))
+                await ws.get_message()  # the greeting is on its way: the call is running
+                (log,) = (tmp_path / "calls").iterdir()
+                server.kill()  # SIGKILL: no footer, no flush
+                await server.wait()
+        finally:
+            nursery.cancel_scope.cancel()
+    assert replay_cli.main([str(log)]) == 3
+    assert "incomplete: no footer" in capsys.readouterr().out

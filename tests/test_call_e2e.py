@@ -88,7 +88,7 @@ async def test_a_call_is_answered_interrupted_and_hung_up_with_a_replayable_log(
     assert result.cleared >= 1
     assert result.stale_audio_after_clear == 0
     (log,) = logs
-    lines = log.read_text().splitlines()
+    lines = log.read_text().split("\n")[:-1]
     records = [json.loads(line) for line in lines]
     assert records[0]["kind"] == "header" and records[-1]["kind"] == "footer"
     commands = [r["command"] for r in records if r["kind"] == "command"]
@@ -108,7 +108,7 @@ async def test_the_caller_hanging_up_mid_reply_leaves_a_complete_log(tmp_path):
     result, logs, _ = await run_call(tmp_path, script)
     assert not result.stopped_by_agent
     (log,) = logs
-    lines = log.read_text().splitlines()
+    lines = log.read_text().split("\n")[:-1]
     footer = json.loads(lines[-1])
     assert footer["kind"] == "footer"
     assert footer["reason"] == "socket closed"
@@ -125,10 +125,10 @@ async def test_the_local_vad_alone_drives_barge_in_beside_a_cloud_recognizer(tmp
     assert result.cleared >= 1
     assert result.stale_audio_after_clear == 0
     (log,) = logs
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().split("\n")[:-1]]
     sources = {r["source"] for r in records if r.get("event") == "SpeechStarted"}
     assert sources == {"vad"}
-    assert replay(log.read_text().splitlines()).identical
+    assert replay(log.read_text().split("\n")[:-1]).identical
 
 
 async def test_a_failing_model_is_answered_with_the_apology_and_the_call_goes_on(tmp_path):
@@ -138,7 +138,7 @@ async def test_a_failing_model_is_answered_with_the_apology_and_the_call_goes_on
     script = CallerScript(lines=(CallerLine("I would like a table tonight"),), hang_up_after=9.0)
     _, logs, _ = await run_call(tmp_path, script, chat_faults=faults)
     (log,) = logs
-    lines = log.read_text().splitlines()
+    lines = log.read_text().split("\n")[:-1]
     records = [json.loads(line) for line in lines]
     failed = [r for r in records if r.get("event") == "LlmFailed"]
     assert failed and failed[0]["reason"].startswith("server_error 500")

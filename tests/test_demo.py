@@ -18,7 +18,7 @@ async def test_the_demo_call_books_a_table_barges_in_hangs_up_and_replays(tmp_pa
     # 0: the agent hung up, the barge-in was cleared, no stale audio, the log replayed identically
     assert status == 0
     (log,) = tmp_path.glob("*.jsonl")
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().split("\n")[:-1]]
     commands = [r for r in records if r["kind"] == "command"]
     said = " ".join(r["text"] for r in commands if r["command"] == "Synthesize")
     assert "For how many people?" in said

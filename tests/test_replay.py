@@ -139,3 +139,44 @@ def test_streaming_records_wait_for_the_next_record_that_matters():
     assert disk.seen == ""
     writer.event(1.04, ev.TtsDone(1, 0))
     assert disk.seen == disk.getvalue() and disk.seen.count("\n") == 3
+
+
+def test_a_log_without_its_footer_is_incomplete_and_its_prefix_is_checked(tmp_path, capsys):
+    lines = CALLS[0].read_text().split("\n")[:-1]
+    cut = tmp_path / "killed.jsonl"
+    cut.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    result = replay(cut.read_text().split("\n"))
+    assert result.identical and not result.finished
+    assert replay_cli.main([str(cut)]) == 3
+    out = capsys.readouterr().out
+    assert f"incomplete: no footer, {len(lines) // 2} records" in out
+
+
+def test_a_last_line_cut_mid_write_is_left_out_not_fatal(tmp_path, capsys):
+    lines = CALLS[0].read_text().split("\n")[:-1]
+    cut = tmp_path / "killed.jsonl"
+    cut.write_text("\n".join(lines[:10]) + "\n" + lines[10][: len(lines[10]) // 2])
+    assert replay_cli.main([str(cut)]) == 3
+    assert "incomplete: no footer, last line cut, 10 records" in capsys.readouterr().out
+
+
+def test_a_divergence_in_an_incomplete_log_is_still_a_divergence(tmp_path):
+    def change(record):
+        if record.get("command") == "Synthesize":
+            record["text"] = "something else"
+            return True
+        return False
+
+    path, _ = tamper(pathlib.Path("fixtures/calls/streamed_reply.jsonl"), tmp_path, change)
+    lines = path.read_text().split("\n")
+    path.write_text("\n".join(line for line in lines if '"footer"' not in line))
+    assert replay_cli.main([str(path)]) == 1
+
+
+def test_line_separators_in_caller_text_cannot_split_a_record():
+    from engine.calllog import dumps
+
+    record = {"kind": "note", "t": 0.0, "what": "x", "name": "a\u2028b\u2029c\x85d\ne"}
+    line = dumps(record)
+    assert len(line.splitlines()) == 1 and "\n" not in line
+    assert json.loads(line) == record
