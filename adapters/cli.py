@@ -48,6 +48,8 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 #: The largest WebSocket message hypercorn accepts: a second of 16 kHz L16 in base64 fits.
 MAX_WEBSOCKET_MESSAGE = 64 * 1024
+#: Seconds a connection may stay silent before hypercorn drops it.
+READ_TIMEOUT = 30
 
 
 def settle(app) -> None:
@@ -84,6 +86,9 @@ async def serve_app(
     # A media frame is a few hundred bytes; hypercorn's default (16 MiB) lets one client
     # make the server buffer megabytes per message before the app can refuse it.
     config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
+    # A connection that sends nothing this long is dropped (hypercorn waits forever by
+    # default): a media stream carries a frame every 20 ms, a webhook is one short request.
+    config.read_timeout = READ_TIMEOUT
 
     async def drained() -> None:
         await shutdown.wait()

@@ -338,6 +338,18 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
     app.hub = hub  # type: ignore[attr-defined]
     log.info(hub.describe_signatures())
 
+    @app.errorhandler(413)
+    async def too_large(_error: Exception) -> Response:
+        # Close the connection too: hypercorn would otherwise keep it open with the unread
+        # body in its buffers, a connection held for nothing.
+        log.warning(
+            "refused %s from %s: body over %d bytes",
+            request.path,
+            request.remote_addr,
+            MAX_WEBHOOK_BYTES,
+        )
+        return Response("request body too large", status=413, headers={"Connection": "close"})
+
     @app.post("/answer")
     async def answer() -> Response:
         trust = await hub.trust()

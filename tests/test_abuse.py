@@ -218,3 +218,127 @@ async def test_a_server_killed_mid_call_leaves_a_log_replay_calls_incomplete(tmp
             nursery.cancel_scope.cancel()
     assert replay_cli.main([str(log)]) == 3
     assert "incomplete: no footer" in capsys.readouterr().out
+
+
+# -- 4. unauthenticated answers cannot exhaust memory or hold connections ----------------------
+
+
+def resident_kib() -> int:
+    for line in Path("/proc/self/status").read_text().split("\n"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def test_huge_answer_forms_are_refused_and_memory_stays_flat(tmp_path):
+    async with running_server(settings(tmp_path, max_calls=10_000), AgentConfig(), quiet()) as app:
+        body = b"CallUUID=big&From=" + b"9" * 400_000 + b"&To=" + b"8" * 400_000
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        before = resident_kib()
+        refused = 0
+        async with httpx.AsyncClient() as client:
+            for _ in range(60):
+                # The server answers 413 and closes before the body is in: the client may
+                # see either its 413 or its own write fail on the closed connection.
+                with contextlib.suppress(httpx.TransportError):
+                    reply = await client.post(f"{app.base_url}/answer", content=body, headers=form)
+                    assert reply.status_code == 413
+                refused += 1
+        grown = resident_kib() - before
+        assert app.hub.book.held == 0
+    assert refused == 60
+    assert grown < 20_000, f"{grown} KiB more after 60 oversized answers"
+
+
+async def test_an_oversized_body_gets_413_and_a_silent_client_is_dropped(tmp_path, autojump_clock):
+    from adapters.cli import READ_TIMEOUT
+
+    async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
+        parts = urlsplit(app.base_url)
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        await stream.send_all(
+            b"POST /answer HTTP/1.1\r\nHost: x\r\nContent-Length: 800000\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\nCallUUID=a&From=999"
+        )
+        reply = b""
+        with trio.fail_after(READ_TIMEOUT + 5):
+            while chunk := await stream.receive_some(4096):
+                reply += chunk
+        await stream.aclose()
+    assert reply.startswith(b"HTTP/1.1 413")
+
+
+async def test_overlong_numbers_are_not_kept_and_a_bad_call_id_is_refused(tmp_path):
+    async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
+        long_number = await answer(app.base_url, "ok-id", From="1" * 300, To="+15550002")
+        long_id = await answer(app.base_url, "x" * 129)
+        newline_id = await answer(app.base_url, "a\nb")
+        url = stream_url(long_number.text)
+        async with open_client(url) as ws:
+            await ws.send_message(start("ok-id"))
+            await wait_live(app, "ok-id")
+        (path,) = await finished(app)
+    assert long_id.status_code == newline_id.status_code == 400
+    header = json.loads(path.read_text().split("\n")[0])
+    assert header["caller"] == "" and header["callee"] == "+15550002"
+
+
+async def test_a_slow_body_is_cut_off_by_the_body_deadline(tmp_path, autojump_clock):
+    async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
+        parts = urlsplit(app.base_url)
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        head = (
+            "POST /answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n\r\nCallUUID=slo"
+        )
+        await stream.send_all(head.encode())
+        started = trio.current_time()
+        with trio.fail_after(60):
+            reply = await stream.receive_some(4096)
+        waited = trio.current_time() - started
+        await stream.aclose()
+    assert reply.startswith(b"HTTP/1.1 408")
+    assert waited <= 6  # the body deadline (5 s), not the client's patience
+
+
+# -- 5. call logs: one file per call, never overwritten ------------------------------------------
+
+
+async def test_call_ids_that_squash_alike_get_logs_of_their_own(tmp_path):
+    ids = ["coll/x", "coll.x", "coll x", "coll_x"]
+    async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
+        for call_id in ids:
+            url = stream_url((await answer(app.base_url, call_id)).text)
+            async with open_client(url) as ws:
+                await ws.send_message(start(call_id))
+                await wait_live(app, call_id)
+        paths = await finished(app, len(ids))
+    assert len(set(paths)) == len(ids) == len(list((tmp_path / "calls").iterdir()))
+    heads = {json.loads(p.read_text().split("\n")[0])["call_id"] for p in paths}
+    assert heads == set(ids)
+
+
+def test_a_log_is_created_never_truncated(tmp_path):
+    import datetime
+
+    from adapters.runner import create_log, log_path
+
+    wall = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    taken = log_path(tmp_path, "c-1", wall)
+    taken.write_text("an earlier call's log\n")
+    path, file = create_log(tmp_path, "c-1", wall)
+    file.close()
+    assert path != taken and path.name.endswith("-2.jsonl")
+    assert taken.read_text() == "an earlier call's log\n"
+
+
+async def test_a_huge_checkpoint_name_is_a_protocol_error_not_megabytes_of_log(tmp_path):
+    async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
+        url = stream_url((await answer(app.base_url, "names")).text)
+        async with open_client(url) as ws:
+            await ws.send_message(start("names"))
+            await ws.send_message(json.dumps({"event": "playedStream", "name": "n" * 60_000}))
+        (path,) = await finished(app)
+    assert path.stat().st_size < 20_000
+    footer = json.loads(path.read_text().split("\n")[-2])
+    assert footer["protocol_errors"] == {"bad_field_type": 1}
