@@ -50,6 +50,8 @@ GC_THRESHOLDS = (10_000, 10, 10)
 MAX_WEBSOCKET_MESSAGE = 64 * 1024
 #: Seconds a connection may stay silent before hypercorn drops it.
 READ_TIMEOUT = 30
+#: How long a draining server waits for the hang-up webhooks of the calls it ended.
+FINAL_HANGUP_WAIT = 3.0
 
 
 def settle(app) -> None:
@@ -101,6 +103,9 @@ async def serve_app(
                 session.end_from_outside("server shutdown")
             with trio.move_on_after(3):
                 await hub.idle.wait()
+            # Vobiz posts each call's hang-up after its stream closed: answer them, then go.
+            with trio.move_on_after(FINAL_HANGUP_WAIT):
+                await hub.hangups_in.wait()
 
     hypercorn_fixes.install()
     settle(app)

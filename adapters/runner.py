@@ -195,6 +195,7 @@ class CallSession:
         self._reconnects = 0
         self._gave_up = False  # the reconnect window passed
         self._hangup_reported = False  # an unsigned hang-up webhook came while the socket was open
+        self.hangup_heard = False  # the platform's hang-up webhook for this call came
         self._stop_sent = False
         # Set when the line is known to be down: the socket closed, or the platform said so.
         self._line_closed = trio.Event()
@@ -250,6 +251,7 @@ class CallSession:
         still connected; it does end a call that lost its socket at once, without
         waiting for a reconnect that will not come.
         """
+        self.hangup_heard = True
         if self._socket_open:
             self._hangup_reported = True
             self.log.info("unsigned hangup webhook while the media socket is open: ends with it")

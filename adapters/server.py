@@ -10,7 +10,7 @@ import importlib.metadata
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,10 @@ class CallHub:
     wall_clock: Callable[[], float] = time.time
     #: After the agent's ``stop``, how long Vobiz has to close the stream before a REST hang-up.
     stop_grace: float = 5.0
+    #: Calls that ended here and whose hang-up webhook has not come yet (bounded, newest last):
+    #: a draining server answers those before it exits, so Vobiz's last callbacks do not fail.
+    awaiting_hangup: OrderedDict[str, None] = attrs.field(factory=OrderedDict)
+    hangups_in: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
         if self.book is None:
@@ -304,8 +308,21 @@ class CallHub:
         finally:
             self.book.finished(call_id)
             self.finished.append(session.path)
+            if not session.hangup_heard:
+                self._await_hangup(call_id)
             if not self.live:
                 self.idle.set()
+
+    def _await_hangup(self, call_id: str) -> None:
+        self.awaiting_hangup[call_id] = None
+        while len(self.awaiting_hangup) > FINISHED_KEPT:
+            self.awaiting_hangup.popitem(last=False)
+        self.hangups_in = trio.Event()
+
+    def hangup_heard(self, call_id: str) -> None:
+        self.awaiting_hangup.pop(call_id, None)
+        if not self.awaiting_hangup:
+            self.hangups_in.set()
 
 
 def _form_value(form: Any, key: str, limit: int) -> str | None:
@@ -332,6 +349,7 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
         rest = VobizRest(settings.vobiz_auth_id, settings.vobiz_auth_token, base_url)
     hub = CallHub(settings, config, providers, tokens, rest)
     hub.idle.set()
+    hub.hangups_in.set()
     app = VoiceAgentApp("voice_agent")
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     app.config["BODY_TIMEOUT"] = WEBHOOK_BODY_TIMEOUT
@@ -390,7 +408,9 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
             log.info("[call %s] hangup webhook for a call not live here", shown(call_id))
             if trust.signed:
                 hub.book.answered.pop(call_id, None)
+            hub.hangup_heard(call_id)
         elif trust.signed:
+            session.hangup_heard = True
             session.note("hangup_webhook", **fields)
             session.end_from_outside("hangup webhook")
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import socket
 import sys
@@ -342,3 +343,42 @@ async def test_a_huge_checkpoint_name_is_a_protocol_error_not_megabytes_of_log(t
     assert path.stat().st_size < 20_000
     footer = json.loads(path.read_text().split("\n")[-2])
     assert footer["protocol_errors"] == {"bad_field_type": 1}
+
+
+# -- 8. a draining server answers the last hang-up webhook before it exits ------------------------
+
+
+async def test_a_draining_server_waits_for_vobizs_last_hangup_then_exits(tmp_path):
+    from adapters.cli import serve_on_loopback
+    from adapters.server import create_app
+
+    app = create_app(settings(tmp_path, drain_timeout=0.2), AgentConfig(), quiet())
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        base = await serve_on_loopback(nursery, app, shutdown)
+        url = stream_url((await answer(base, "last")).text)
+        async with open_client(url) as ws:
+            await ws.send_message(start("last"))
+            await wait_live(app, "last")
+            shutdown.set()
+            await finished(app)  # the drain ended the call; its socket closes
+        await trio.sleep(0.5)  # Vobiz's hang-up webhook comes a moment later
+        async with httpx.AsyncClient() as client:
+            hangup = await client.post(f"{base}/hangup", data={"CallUUID": "last"})
+        exit_started = trio.current_time()
+    assert hangup.status_code == 200
+    assert trio.current_time() - exit_started < 2.0  # it left once the hang-up was in
+
+
+async def test_a_newline_in_a_webhooks_call_id_cannot_forge_a_console_line(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "voice_agent")
+    forged = "x\n2026-11-28 INFO voice_agent.call: [call victim] ended (hangup)"
+    async with (
+        running_server(settings(tmp_path), AgentConfig(), quiet()) as app,
+        httpx.AsyncClient() as client,
+    ):
+        for path in ("/hangup", "/stream-status"):
+            await client.post(f"{app.base_url}{path}", data={"CallUUID": forged})
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("voice_agent")]
+    assert any("x\\n2026" in m for m in messages)
+    assert not any("\n" in m for m in messages)
