@@ -36,7 +36,7 @@ from trio_websocket import (
 
 from adapters.providers import AudioSource, CallLink
 from adapters.wsclient import open_client
-from engine.events import SpeechStarted, Transcript, UtteranceEnd
+from engine.events import SpeechStarted, SttLost, SttRestored, Transcript, UtteranceEnd
 
 BYTES_PER_SECOND = 8000
 
@@ -71,8 +71,9 @@ class DeepgramSettings:
     keyterms: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: Send KeepAlive after this long without audio (the service closes after 10 s).
     keepalive_after: float = 3.0
-    #: At most this much unconfirmed caller audio is kept for replay after a reconnect.
-    backlog_seconds: float = 2.0
+    #: At most this much unconfirmed caller audio is kept for replay after a reconnect: an
+    #: outage this long loses none of what the caller said (8 KB a second).
+    backlog_seconds: float = 30.0
     #: Waits between reconnection attempts; the last one repeats.
     backoff: tuple[float, ...] = attrs.field(default=(0.25, 0.5, 1.0, 2.0), converter=tuple)
     connect_timeout: float = 5.0
@@ -210,27 +211,37 @@ class DeepgramSTT:
             await self._connect_loop(backlog, link)
 
     async def _connect_loop(self, backlog: AudioBacklog, link: CallLink) -> None:
+        """Connect, and reconnect after every drop; the engine hears when the caller's words
+        stop being understood (:class:`SttLost`) and when they are again (:class:`SttRestored`)."""
         settings = self.settings
         failures = 0
         url = settings.listen_url()
+        down = False
         while not backlog.closed:
             session = _Session(settings, backlog, link)
             try:
                 async with open_client(url, settings.headers(), settings.connect_timeout) as ws:
+                    if down:
+                        down = False
+                        await link.emit(SttRestored())
                     await session.run(ws)
                 return  # CloseStream answered: the call's audio has ended
             except ConnectionRejected as exc:
                 if exc.status_code in FATAL_STATUSES:
+                    why = f"handshake refused with HTTP {exc.status_code} ({_dg_error(exc)})"
                     link.log.error(
-                        "deepgram stt: handshake refused with HTTP %s (%s); "
-                        "not retrying, the call goes on without speech recognition",
-                        exc.status_code,
-                        _dg_error(exc),
+                        "deepgram stt: %s; not retrying, the call goes on without speech "
+                        "recognition",
+                        why,
                     )
+                    if not down:
+                        await link.emit(SttLost(why[:200]))
                     return
                 reason = f"handshake refused with HTTP {exc.status_code} ({_dg_error(exc)})"
             except _Fatal as exc:
                 link.log.error("deepgram stt: %s; not retrying", exc)
+                if not down:
+                    await link.emit(SttLost(str(exc)[:200]))
                 return
             except _Lost as exc:
                 reason = str(exc)
@@ -241,6 +252,9 @@ class DeepgramSTT:
             if backlog.closed:
                 link.log.warning("deepgram stt: %s after the audio ended; stopping", reason)
                 return
+            if not down:
+                down = True
+                await link.emit(SttLost(reason[:200]))
             delay = settings.backoff[min(failures, len(settings.backoff) - 1)]
             failures += 1
             link.log.warning(

@@ -479,6 +479,7 @@ class CallSession:
         except Exception as exc:
             self.log.exception("speech recognition failed; the call goes on without it")
             self.note("stt_failed", reason=repr(exc))
+            await self._emit(ev.SttLost(f"error: {exc!r}"[:200]))
 
     async def _emit_words_only(self, event: ev.Event) -> None:
         """The recognizer's voice events are dropped when the local VAD drives barge-in."""

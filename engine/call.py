@@ -26,6 +26,7 @@ IDLE, PLAYOUT, BARGE_IN, FALSE_INTERRUPTION, CALL_LIMIT, DTMF = (
     "call_limit",
     "dtmf",
 )
+THINKING, REPLY, DEAF = "thinking", "reply", "deaf"
 
 
 class Call:
@@ -47,6 +48,8 @@ class Call:
         self.playout_end = 0.0  # when the phone will have played all it was sent
         self.checkpoints: dict[str, tuple[int, int]] = {}
         self.timers: dict[str, float] = {}
+        self.recognizer_down = False  # the caller's words cannot be heard (an outage)
+        self.deaf_notice_given = False  # said once per outage
 
     # -- small helpers ---------------------------------------------------------
     def new_splitter(self) -> SentenceSplitter:
@@ -189,7 +192,7 @@ class Call:
         self.pump(None)
 
     # -- actions: the model's reply ----------------------------------------------
-    def ask(self) -> None:
+    def ask(self, now: float) -> None:
         """The caller's turn is complete: ask the model for the reply."""
         self.close_speech()
         self._digits_done()
@@ -205,6 +208,12 @@ class Call:
         self.splitter = self.new_splitter()
         self.llm_turn = self.turn
         self.emit(cmd.StartCompletion(self.turn, self.history.for_model()))
+        # Neither timer is ever cancelled: they matter only in the states they are declared
+        # for (a filler while still thinking, a give-up while the model still writes), and
+        # the next turn's ask restarts both.
+        self.start_timer(THINKING, now + self.config.filler_after)
+        if self.config.reply_deadline > 0:
+            self.start_timer(REPLY, now + self.config.reply_deadline)
 
     def hold_reply(self) -> None:
         """The caller kept talking before we said anything: drop the reply, keep their words."""
@@ -318,6 +327,9 @@ class Call:
     def caller_quiet(self, now: float) -> None:
         self.cancel_timer(BARGE_IN)
         idle = self.speech is None and self.held is None and self.llm_turn is None
+        # While the recognizer is down the caller may be talking to no one: their silence
+        # after speech is not idleness.
+        idle = idle and not self.recognizer_down
         if idle and not self.turn_pending() and IDLE not in self.timers:
             self.start_timer(IDLE, now + self.config.idle_timeout)
 
@@ -385,6 +397,47 @@ class Call:
     def await_caller(self, now: float) -> None:
         """The caller heard us out: now their silence counts."""
         self.start_timer(IDLE, now + self.config.idle_timeout)
+
+    # -- actions: the agent's silence, the recognizer's outages -------------------
+    def fill_silence(self, now: float) -> None:
+        """The caller has waited ``filler_after`` in silence: say the filler, if the model has
+        not written a sentence yet (the line is never dead while it thinks)."""
+        speech = self.speech
+        if speech is not None and not speech.sentences:
+            self.add_sentence(self.config.filler)
+
+    def give_up_on_reply(self) -> None:
+        """The model has not finished by ``reply_deadline``: stop waiting and apologize."""
+        if self.llm_turn is None or self.speech is None:
+            return
+        self.emit(cmd.CancelCompletion(self.llm_turn))
+        self.apologize()
+
+    def lose_recognizer(self, now: float) -> None:
+        if self.recognizer_down:
+            return
+        self.recognizer_down = True
+        self.start_timer(DEAF, now + self.config.deaf_notice_after)
+
+    def restore_recognizer(self) -> None:
+        self.recognizer_down = False
+        self.deaf_notice_given = False
+        self.cancel_timer(DEAF)
+
+    def resume_idle(self, now: float) -> None:
+        """Listening with the recognizer back: the caller's silence counts again."""
+        if IDLE not in self.timers and self.speech is None and not self.turn_pending():
+            self.start_timer(IDLE, now + self.config.idle_timeout)
+
+    def say_deaf_notice(self) -> None:
+        self.deaf_notice_given = True
+        self.cancel_timer(IDLE)
+        self.new_speech("notice", [self.config.deaf_notice])
+
+    def rearm_deaf_notice(self, now: float) -> None:
+        """The agent is busy talking: tell the caller later, if the outage lasts."""
+        if not self.deaf_notice_given:
+            self.start_timer(DEAF, now + self.config.deaf_notice_after)
 
     # -- actions: the end ----------------------------------------------------------
     def hang_up(self) -> None:

@@ -70,6 +70,18 @@ class AgentConfig:
     dtmf_gap: float = 1.5
     dtmf_template: str = "(The caller pressed the keys: {digits})"
 
+    #: The caller finished and the agent is still silent after this long: it says ``filler``
+    #: (when the model has not produced a sentence yet), so the line is never dead.
+    filler_after: float = 4.0
+    filler: str = "One moment, please."
+    #: A reply whose model has not finished after this long is given up: the completion is
+    #: cancelled and the agent apologizes, whatever the provider's own timeouts (0: never).
+    reply_deadline: float = 12.0
+
+    #: After the recognizer has been unreachable this long, the agent says ``deaf_notice``.
+    deaf_notice_after: float = 5.0
+    deaf_notice: str = "Sorry, I'm having trouble hearing you. Please bear with me a moment."
+
     #: Slack on top of the audio's own duration before a missing playback
     #: acknowledgement is taken as heard (the phone does not always send one).
     ack_grace: float = 1.0

@@ -55,6 +55,8 @@ _MACHINE_EVENT = {
     ev.PlaybackMarked: "playback_marked",
     ev.PlaybackCleared: "playback_cleared",
     ev.DtmfPressed: "dtmf_pressed",
+    ev.SttLost: "stt_lost",
+    ev.SttRestored: "stt_restored",
     ev.CallEnded: "call_ended",
 }
 _LLM_EVENTS = (ev.LlmText, ev.LlmToolCall, ev.LlmDone, ev.LlmFailed)

@@ -147,6 +147,18 @@ class DtmfPressed:
 
 
 @attrs.frozen
+class SttLost:
+    """The recognizer is unreachable: the caller is not being understood until it is back."""
+
+    reason: str = ""
+
+
+@attrs.frozen
+class SttRestored:
+    """The recognizer is back; what the caller said meanwhile is being sent to it."""
+
+
+@attrs.frozen
 class CallEnded:
     """The call is over from the outside: socket closed, ``stop``, hang-up webhook."""
 
@@ -170,6 +182,8 @@ Event = (
     | PlaybackCleared
     | TimerFired
     | DtmfPressed
+    | SttLost
+    | SttRestored
     | CallEnded
 )
 

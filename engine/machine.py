@@ -128,6 +128,21 @@ class CallMachine(StateMachine):
         | thinking.to(listening, on=["close_speech", "await_caller"])
     )
 
+    # -- the agent's silence and the recognizer's outages ----------------------
+    thinking_timer = thinking.to.itself(internal=True, on="fill_silence") | stay(
+        greeting, listening, speaking, interrupted
+    )
+    reply_timer = stay(thinking, speaking, on="give_up_on_reply") | stay(
+        greeting, listening, interrupted
+    )
+    stt_lost = stay(greeting, listening, thinking, speaking, interrupted, on="lose_recognizer")
+    stt_restored = listening.to.itself(
+        internal=True, on=["restore_recognizer", "resume_idle"]
+    ) | stay(greeting, thinking, speaking, interrupted, on="restore_recognizer")
+    deaf_timer = listening.to(speaking, on="say_deaf_notice") | stay(
+        greeting, thinking, speaking, interrupted, on="rearm_deaf_notice"
+    )
+
     # -- silence, limits, the end ---------------------------------------------
     idle_timer = (
         listening.to(speaking, cond="reprompts_left", on="say_reprompt")

@@ -12,7 +12,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 from adapters.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT
 from adapters.providers import CallLink
 from adapters.wsclient import open_client
-from engine.events import SpeechStarted, Transcript, UtteranceEnd
+from engine.events import SpeechStarted, SttLost, SttRestored, Transcript, UtteranceEnd
 from fixtures.fake_deepgram import run_fake_deepgram, silence, tone
 
 KEY = "test-key"
@@ -186,7 +186,7 @@ async def test_refused_handshake_401_is_not_retried(autojump_clock, caplog):
             await run_call(settings_for(fake), script, events)
         assert fake.rejected == [("/v1/listen", 401)]
         assert fake.listen_sessions == []
-    assert events == []
+    assert events == [SttLost("handshake refused with HTTP 401 (Invalid credentials.)")]
     assert "HTTP 401 (Invalid credentials.)" in caplog.text
     assert "not retrying" in caplog.text
 
@@ -257,3 +257,29 @@ async def test_fake_refuses_a_bad_key_with_dg_error(autojump_clock):
     assert refused.value.status_code == 401
     assert (b"dg-error", b"Invalid credentials.") in refused.value.headers
     assert json.loads(refused.value.body)["err_code"] == "INVALID_AUTH"
+
+
+async def test_an_outage_is_reported_and_what_the_caller_said_meanwhile_is_heard_after(
+    autojump_clock, caplog
+):
+    """Deepgram is down for 15 s while the caller talks: the engine is told, nothing is lost."""
+    caplog.set_level(logging.WARNING)
+    events: list = []
+    async with run_fake_deepgram(api_key=KEY) as fake:
+        fake.transcripts.extend(["before the outage", "during the outage"])
+
+        async def script(send):
+            await play(send, utterance(0.8))
+            fake.refuse_listen = 503
+            assert await fake.drop_listen() == 1
+            await play(send, silence(1.0) + tone(1.2) + silence(12.0))
+            fake.refuse_listen = None
+            await play(send, silence(3.0))
+
+        await run_call(settings_for(fake), script, events)
+    finals = [e.text for e in events if isinstance(e, Transcript) and e.is_final]
+    assert finals == ["before the outage", "during the outage"]
+    lost = [i for i, e in enumerate(events) if isinstance(e, SttLost)]
+    back = [i for i, e in enumerate(events) if isinstance(e, SttRestored)]
+    assert len(lost) == len(back) == 1 and lost[0] < back[0]
+    assert events.index(Transcript("during the outage", is_final=True, speech_final=True)) > back[0]

@@ -8,6 +8,7 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from engine import commands as cmd
 from engine import events as ev
+from engine.config import AgentConfig
 
 
 def test_greeting_is_spoken_then_the_call_listens_once_it_was_heard():
@@ -399,3 +400,60 @@ def test_short_first_sentences_and_disabled_clause_cutting_wait_for_the_full_sto
     short.greet()
     short.say("Thanks", 3.0)
     assert short(ev.LlmText(2, "You're welcome, goodbye"), 3.2) == []
+
+
+# -- the agent's silence and the recognizer's outages -------------------------------------------
+
+
+def test_a_silent_model_gets_a_filler_after_four_seconds_and_an_apology_at_the_deadline():
+    d = Drive()
+    d.greet()
+    out = d.say("Can I book a table?", 4.0)
+    assert cmd.StartTimer("thinking", 8.0) in out and cmd.StartTimer("reply", 16.0) in out
+    assert d(ev.TimerFired("thinking"), 8.0) == [cmd.Synthesize(2, 0, "One moment, please.")]
+    d.voice(2, 0, 8.2)
+    assert d.state == "speaking"
+    out = d(ev.TimerFired("reply"), 16.0)
+    assert out[0] == cmd.CancelCompletion(2)
+    assert cmd.Synthesize(2, 1, AgentConfig().apology) in out
+    assert d(ev.LlmText(2, "Too late."), 16.5) == []  # the given-up completion is stale
+
+
+def test_no_filler_once_the_model_has_written_a_sentence_and_no_apology_once_it_is_done():
+    d = Drive()
+    d.greet()
+    d.say("Hello?", 4.0)
+    d(ev.LlmText(2, "Hi there. "), 4.5)
+    d(ev.LlmDone(2), 4.6)
+    assert d(ev.TimerFired("thinking"), 8.0) == []
+    assert d(ev.TimerFired("reply"), 16.0) == []
+
+
+def test_while_the_recognizer_is_down_a_talking_callers_silence_is_not_idleness():
+    d = Drive()
+    d.greet()
+    assert d(ev.SttLost("dropped"), 3.0) == [cmd.StartTimer("deaf", 8.0)]
+    d(ev.SpeechStarted(at=3.4), 3.5)
+    assert d(ev.SpeechStopped(at=5.5), 5.5) == []  # no idle timer: they spoke, unheard
+    out = d(ev.TimerFired("deaf"), 8.0)
+    assert d.state == "speaking"
+    assert out == [cmd.Synthesize(2, 0, AgentConfig().deaf_notice)]
+
+
+def test_the_deaf_notice_waits_while_the_agent_talks_and_is_dropped_when_the_recognizer_is_back():
+    d = Drive()
+    d(ev.CallStarted("call-1", "stream-1"), 0.0)
+    d(ev.SttLost("dropped"), 0.5)
+    assert d(ev.TimerFired("deaf"), 5.5) == [cmd.StartTimer("deaf", 10.5)]  # greeting playing
+    assert d(ev.SttRestored(), 6.0) == [cmd.CancelTimer("deaf")]
+    assert d(ev.TimerFired("deaf"), 10.5) == []  # stale: not running
+
+
+def test_a_recognizer_back_while_listening_lets_the_idle_timer_run_again():
+    d = Drive()
+    d.greet()
+    d(ev.SpeechStarted(at=2.4), 2.5)  # the caller talks: the idle timer stops
+    d(ev.SttLost("dropped"), 3.0)
+    d(ev.SpeechStopped(at=4.0), 4.0)
+    out = d(ev.SttRestored(), 4.5)
+    assert out == [cmd.CancelTimer("deaf"), cmd.StartTimer("idle", 12.5)]

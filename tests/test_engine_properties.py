@@ -15,7 +15,18 @@ turns = st.integers(0, 6)
 seqs = st.integers(0, 3)
 texts = st.sampled_from(["", "uh-huh", "okay", "yes please", "a table for two", "stop"])
 timers = st.sampled_from(
-    ["idle", "playout", "barge_in", "false_interruption", "call_limit", "dtmf", "bogus"]
+    [
+        "idle",
+        "playout",
+        "barge_in",
+        "false_interruption",
+        "call_limit",
+        "dtmf",
+        "thinking",
+        "reply",
+        "deaf",
+        "bogus",
+    ]
 )
 
 events = st.one_of(
@@ -40,6 +51,8 @@ events = st.one_of(
     st.builds(ev.PlaybackCleared),
     st.builds(ev.TimerFired, timers),
     st.builds(ev.DtmfPressed, st.sampled_from(["1", "#"])),
+    st.builds(ev.SttLost, st.just("dropped")),
+    st.builds(ev.SttRestored),
     st.builds(ev.CallEnded, st.just("stop")),
 )
 
