@@ -150,7 +150,7 @@ class CallHub:
     providers: Providers
     tokens: StreamTokens
     rest: VobizRest | None = None
-    book: CallBook = attrs.field(default=None)
+    book: CallBook = attrs.field(init=False)
     nonces: NonceMemory = attrs.field(factory=NonceMemory)
     #: Log paths of the latest ended calls, newest last.
     finished: deque[Path] = attrs.field(factory=lambda: deque(maxlen=FINISHED_KEPT))
@@ -165,8 +165,7 @@ class CallHub:
     hangups_in: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
-        if self.book is None:
-            self.book = CallBook(self.settings.max_calls)
+        self.book = CallBook(self.settings.max_calls)
 
     @property
     def live(self) -> dict[str, CallSession]:
