@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.audio import (  # noqa: E402
+from adapters.media.audio import (  # noqa: E402
     Framer,
     OutboundConverter,
     PhoneEncoder,

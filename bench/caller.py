@@ -1,6 +1,6 @@
 """A lean load-generating Vobiz platform: many scripted callers, cheap enough to measure a server.
 
-:mod:`fixtures.simulator` is the fidelity tool (recording, transcript, one task per
+:mod:`adapters.simulator.caller` is the fidelity tool (recording, transcript, one task per
 frame wake-up per call). Under load that fidelity costs more CPU than the server
 being measured, and a late caller looks exactly like a slow server. This module
 speaks the same protocol with the least work per frame:
@@ -48,7 +48,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from fixtures.simulator import (
+from adapters.simulator.caller import (
     QUIET_BEFORE_SPEAKING,
     STALE_WINDOW,
     CallerScript,

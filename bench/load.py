@@ -11,7 +11,7 @@ Three processes, so the one measured does nothing but serve calls:
   belong to that step alone.
 - C (this process): N scripted Vobiz callers from :mod:`bench.caller`, media paced in
   real time by one ticker; built to cost little, so that C's lateness does not pass for
-  B's. (:mod:`fixtures.simulator` stays the fidelity tool for single calls.)
+  B's. (:mod:`adapters.simulator.caller` stays the fidelity tool for single calls.)
 
 With ``--pin`` (the default on two or more CPUs) B runs alone on CPU 0 and A and C share
 CPU 1: one server process on one core. C's CPU and its own late frames are reported,
@@ -141,7 +141,7 @@ class InboundProbe:
         self.since_send = array("d")
 
     def install(self) -> None:
-        from adapters import server
+        from adapters.app import server
         from bench.caller import MEDIA_PREFIX
 
         head = MEDIA_PREFIX.decode()
@@ -209,14 +209,14 @@ async def _loop_lag(samples: array, stalls: list, stop: trio.Event) -> None:
 
 
 async def server_main(args: argparse.Namespace) -> None:
-    from adapters.cli import serve_on_loopback
-    from adapters.deepgram_stt import DeepgramSettings, DeepgramSTT
-    from adapters.openai_chat import ChatSettings, OpenAIChat
-    from adapters.openai_speech import OpenAISpeech, SpeechSettings
-    from adapters.runner import Providers
-    from adapters.server import create_app
-    from adapters.settings import ServerSettings
-    from adapters.vad import LocalVad
+    from adapters.app.cli import serve_on_loopback
+    from adapters.app.server import create_app
+    from adapters.app.settings import ServerSettings
+    from adapters.call.runner import Providers
+    from adapters.media.vad import LocalVad
+    from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
+    from adapters.providers.openai_chat import ChatSettings, OpenAIChat
+    from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
     from engine.config import AgentConfig
 
     urls = json.loads(args.fakes)
@@ -279,7 +279,7 @@ def loud(text: str) -> bytes:
     """Stand-in caller speech: a tone the fake recognizer hears, longer for longer lines."""
     import numpy as np
 
-    from adapters.audio import ulaw_encode
+    from adapters.media.audio import ulaw_encode
 
     seconds = 0.6 + 0.03 * len(text)
     t = np.arange(int(8000 * seconds)) / 8000
@@ -288,7 +288,7 @@ def loud(text: str) -> bytes:
 
 def caller_script(seconds: float):
     """Two turns, a barge-in half a second into the third reply, one more turn, then hang up."""
-    from fixtures.simulator import CallerLine, CallerScript
+    from adapters.simulator.caller import CallerLine, CallerScript
 
     return CallerScript(
         lines=(

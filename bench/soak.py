@@ -30,8 +30,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from adapters.wsclient import open_client
-from fixtures.simulator import start_event, stream_url
+from adapters.providers.wsclient import open_client
+from adapters.simulator.caller import start_event, stream_url
 
 FRAME = json.dumps(
     {"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}
@@ -71,7 +71,7 @@ async def soak(calls: int, every: int) -> int:
     env = os.environ | {"CALL_LOG_DIR": scratch, "MAX_CALLS": "50", "STREAM_SECRET": "s" * 32}
     for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "VOBIZ_AUTH_TOKEN", "PUBLIC_URL"):
         env.pop(key, None)
-    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "adapters.app.cli", "serve", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     samples: list[tuple[int, int, int]] = []
     async with trio.open_nursery() as nursery:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from adapters.espeak import Espeak
-from adapters.vad import VadSegmenter, make_classifier
+from adapters.media.vad import VadSegmenter, make_classifier
+from adapters.offline.espeak import Espeak
 
 
 def main() -> None:

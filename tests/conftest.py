@@ -2,9 +2,9 @@
 
 ``serve_app`` installs them for the real app; the tests that serve a fake straight
 through hypercorn (the simulator's fake agent, the quart OpenAI fake) would otherwise
-depend on test order for them. See ``adapters/hypercorn_fixes.py``.
+depend on test order for them. See ``adapters/hypercorn_repair.py``.
 """
 
-from adapters import hypercorn_fixes
+from adapters.app import hypercorn_repair
 
-hypercorn_fixes.install()
+hypercorn_repair.install()

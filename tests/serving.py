@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from adapters.cli import serve_on_loopback
-from adapters.server import create_app
-from adapters.settings import ServerSettings
+from adapters.app.cli import serve_on_loopback
+from adapters.app.server import create_app
+from adapters.app.settings import ServerSettings
 
 
 @contextlib.asynccontextmanager

@@ -25,12 +25,12 @@ from stand_ins import Ear, Talker, quiet
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from adapters.runner import Providers
-from adapters.settings import ServerSettings
-from adapters.wsclient import open_client
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import Providers
+from adapters.providers.wsclient import open_client
+from adapters.simulator.caller import stream_url
 from engine.config import AgentConfig
 from engine.replay import replay
-from fixtures.simulator import stream_url
 
 
 def settings(tmp_path: Path, **kw) -> ServerSettings:
@@ -194,7 +194,7 @@ async def test_a_server_killed_mid_call_leaves_a_log_replay_calls_incomplete(tmp
     env = os.environ | {"CALL_LOG_DIR": str(tmp_path / "calls"), "STREAM_SECRET": "k" * 32}
     for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "VOBIZ_AUTH_TOKEN", "PUBLIC_URL"):
         env.pop(key, None)
-    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "adapters.app.cli", "serve", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
@@ -252,7 +252,7 @@ async def test_huge_answer_forms_are_refused_and_memory_stays_flat(tmp_path):
 
 
 async def test_an_oversized_body_gets_413_and_a_silent_client_is_dropped(tmp_path, autojump_clock):
-    from adapters.cli import READ_TIMEOUT
+    from adapters.app.cli import READ_TIMEOUT
 
     async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
         parts = urlsplit(app.base_url)
@@ -322,7 +322,7 @@ async def test_call_ids_that_squash_alike_get_logs_of_their_own(tmp_path):
 def test_a_log_is_created_never_truncated(tmp_path):
     import datetime
 
-    from adapters.runner import create_log, log_path
+    from adapters.call.runner import create_log, log_path
 
     wall = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     taken = log_path(tmp_path, "c-1", wall)
@@ -349,8 +349,8 @@ async def test_a_huge_checkpoint_name_is_a_protocol_error_not_megabytes_of_log(t
 
 
 async def test_a_draining_server_waits_for_vobizs_last_hangup_then_exits(tmp_path):
-    from adapters.cli import serve_on_loopback
-    from adapters.server import create_app
+    from adapters.app.cli import serve_on_loopback
+    from adapters.app.server import create_app
 
     app = create_app(settings(tmp_path, drain_timeout=0.2), AgentConfig(), quiet())
     shutdown = trio.Event()

@@ -2,7 +2,7 @@
 
 import attrs
 
-from adapters.admission import ANSWER_WINDOW, Answered, CallBook, NewCall, Reconnect, Refused
+from adapters.app.admission import ANSWER_WINDOW, Answered, CallBook, NewCall, Reconnect, Refused
 
 
 @attrs.define

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter, upfirdn
 
-from adapters.audio import (
+from adapters.media.audio import (
     L16,
     MULAW,
     Downsampler,

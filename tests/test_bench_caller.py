@@ -13,18 +13,18 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
-from adapters import vobiz
-from adapters.audio import ulaw_encode
-from adapters.deepgram_stt import DeepgramSettings, DeepgramSTT
-from adapters.openai_chat import ChatSettings, OpenAIChat
-from adapters.openai_speech import OpenAISpeech, SpeechSettings
-from adapters.runner import Providers
-from adapters.settings import ServerSettings
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import Providers
+from adapters.media.audio import ulaw_encode
+from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
+from adapters.providers.openai_chat import ChatSettings, OpenAIChat
+from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
+from adapters.simulator.caller import CallerLine, CallerScript
+from adapters.vobiz import protocol as vobiz
 from bench.caller import client_text_frame, played_seconds, run_calls
 from engine.config import AgentConfig
 from fixtures.fake_deepgram import run_fake_deepgram
 from fixtures.fake_openai import FakeOpenAI, Reply, run_fake_openai
-from fixtures.simulator import CallerLine, CallerScript
 
 LINE = "A table for two"
 

@@ -8,17 +8,17 @@ import numpy as np
 import trio
 from serving import running_server
 
-from adapters.audio import ulaw_encode
-from adapters.deepgram_stt import DeepgramSettings, DeepgramSTT
-from adapters.openai_chat import ChatSettings, OpenAIChat
-from adapters.openai_speech import OpenAISpeech, SpeechSettings
-from adapters.runner import Providers
-from adapters.settings import ServerSettings
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import Providers
+from adapters.media.audio import ulaw_encode
+from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
+from adapters.providers.openai_chat import ChatSettings, OpenAIChat
+from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
+from adapters.simulator.caller import CallerLine, CallerScript, simulate
 from engine.config import AgentConfig
 from engine.replay import replay
 from fixtures.fake_deepgram import run_fake_deepgram
 from fixtures.fake_openai import FakeOpenAI, Reply, ToolCall, run_fake_openai
-from fixtures.simulator import CallerLine, CallerScript, simulate
 
 
 def loud(text: str) -> bytes:
@@ -116,8 +116,8 @@ async def test_the_caller_hanging_up_mid_reply_leaves_a_complete_log(tmp_path):
 
 
 async def test_the_local_vad_alone_drives_barge_in_beside_a_cloud_recognizer(tmp_path):
-    from adapters.espeak import Espeak
-    from adapters.vad import LocalVad
+    from adapters.media.vad import LocalVad
+    from adapters.offline.espeak import Espeak
 
     voice = Espeak(voice="en-us+f2").synthesize_ulaw8k
     options = {"vad": LocalVad(), "stt_speech_events": False}

@@ -9,9 +9,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from adapters.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT
-from adapters.providers import CallLink
-from adapters.wsclient import open_client
+from adapters.providers.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT
+from adapters.providers.interfaces import CallLink
+from adapters.providers.wsclient import open_client
 from engine.events import SpeechStarted, SttLost, SttRestored, Transcript, UtteranceEnd
 from fixtures.fake_deepgram import run_fake_deepgram, silence, tone
 

@@ -8,9 +8,9 @@ import logging
 import pytest
 import trio
 
-from adapters.deepgram_tts import AuraSettings, DeepgramSpeech
-from adapters.providers import CallLink
-from adapters.wsclient import open_client
+from adapters.providers.deepgram_tts import AuraSettings, DeepgramSpeech
+from adapters.providers.interfaces import CallLink
+from adapters.providers.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
 from fixtures.fake_deepgram import run_fake_deepgram, speech_audio
 

@@ -5,7 +5,7 @@ import json
 
 import trio
 
-from adapters import demo
+from adapters.app import demo
 
 
 async def test_the_demo_call_books_a_table_barges_in_hangs_up_and_replays(tmp_path, monkeypatch):

@@ -6,9 +6,9 @@ import logging
 import pytest
 import trio
 
-from adapters.openai_chat import ChatSettings, OpenAIChat
-from adapters.openai_speech import OpenAISpeech, SpeechSettings
-from adapters.providers import CallLink
+from adapters.providers.interfaces import CallLink
+from adapters.providers.openai_chat import ChatSettings, OpenAIChat
+from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 from engine import events as ev
 from engine.commands import Message
 from fixtures.fake_openai import (

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import trio
 
-from adapters.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode
-from adapters.espeak import Espeak, EspeakTTS
-from adapters.providers import CallLink
-from adapters.sphinx import SphinxRecognizer, SphinxSTT
-from adapters.vad import FrameClassifier, VadSegmenter, VoiceStarted, VoiceStopped
+from adapters.media.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode
+from adapters.media.vad import FrameClassifier, VadSegmenter, VoiceStarted, VoiceStopped
+from adapters.offline.espeak import Espeak, EspeakTTS
+from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT
+from adapters.providers.interfaces import CallLink
 from engine.events import SpeechStarted, SpeechStopped, Transcript, TtsAudio, TtsDone, TtsFailed
 
 #: Answers a restaurant-booking script expects; they become the recognizer's grammar.
@@ -116,7 +116,7 @@ def test_two_voices_differ_and_switching_leaves_no_trace():
     text = "Thank you for calling."
     a1, c1, a2 = (v.synthesize_ulaw8k(text) for v in (agent, caller, agent))
     assert len(c1) > 1.3 * len(a1)  # the slower caller voice
-    # espeak carries a few samples of timing between sentences (see adapters/espeak.py),
+    # espeak carries a few samples of timing between sentences (see adapters/offline/espeak.py),
     # so compare durations, not bytes: the agent must not come back at the caller's rate.
     assert abs(len(a2) - len(a1)) < 0.08 * len(a1)
 

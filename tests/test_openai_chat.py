@@ -13,9 +13,9 @@ import httpx2
 import pytest
 import trio
 
-from adapters.openai_chat import ChatSettings, OpenAIChat
-from adapters.providers import CallLink
-from adapters.tools import Tool, load_tools, tool
+from adapters.providers.interfaces import CallLink
+from adapters.providers.openai_chat import ChatSettings, OpenAIChat
+from adapters.providers.tools import Tool, load_tools, tool
 from engine.commands import Message
 from engine.events import LlmDone, LlmFailed, LlmText, LlmToolCall
 from fixtures.fake_openai import (
@@ -233,7 +233,7 @@ async def test_tool_errors_go_back_to_the_model():
 
 def test_loader_refuses_builtin_names(tmp_path, monkeypatch):
     (tmp_path / "clashing_tools.py").write_text(
-        "from adapters.tools import tool\n@tool(name='end_call')\ndef hang_up():\n    return 'no'\n"
+        "from adapters.providers.tools import tool\n@tool(name='end_call')\ndef hang_up():\n    return 'no'\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match="reserved"):

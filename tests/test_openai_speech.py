@@ -8,9 +8,9 @@ import httpx2
 import pytest
 import trio
 
-from adapters.audio import PhoneEncoder
-from adapters.openai_speech import OpenAISpeech, SpeechSettings
-from adapters.providers import CallLink
+from adapters.media.audio import PhoneEncoder
+from adapters.providers.interfaces import CallLink
+from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 from engine.events import TtsAudio, TtsDone, TtsFailed
 from fixtures.fake_openai import (
     FakeOpenAI,

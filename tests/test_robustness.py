@@ -16,15 +16,15 @@ from serving import running_server
 from stand_ins import Ear, Hears, Quiet, Talker, quiet
 from trio_websocket import ConnectionClosed
 
-from adapters.cli import serve_on_loopback
-from adapters.runner import STT_BUFFER_FRAMES, Providers
-from adapters.server import create_app
-from adapters.settings import ServerSettings
-from adapters.wsclient import open_client
+from adapters.app.cli import serve_on_loopback
+from adapters.app.server import create_app
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import STT_BUFFER_FRAMES, Providers
+from adapters.providers.wsclient import open_client
+from adapters.simulator.caller import CallerLine, CallerScript, simulate, stream_url
 from engine import events as ev
 from engine.config import AgentConfig
 from engine.replay import replay
-from fixtures.simulator import CallerLine, CallerScript, simulate, stream_url
 
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
 

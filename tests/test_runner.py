@@ -5,8 +5,8 @@ import json
 
 import trio
 
-from adapters.runner import CallOptions, CallSession, Providers, Transport
-from adapters.vobiz import Start
+from adapters.call.runner import CallOptions, CallSession, Providers, Transport
+from adapters.vobiz.protocol import Start
 from engine import events as ev
 from engine.config import AgentConfig
 
@@ -62,7 +62,7 @@ async def test_a_webhook_after_the_footer_is_not_written_and_does_not_raise(tmp_
 def test_settling_warms_the_providers_and_freezes_the_heap_out_of_the_collector():
     import gc
 
-    from adapters.cli import GC_THRESHOLDS, settle
+    from adapters.app.cli import GC_THRESHOLDS, settle
 
     class Warmable(Silent):
         warmed = 0

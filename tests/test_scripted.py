@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from adapters.providers import CallLink
-from adapters.scripted import Script, ScriptedBrain, ScriptError, load_script
+from adapters.offline.scripted import Script, ScriptedBrain, ScriptError, load_script
+from adapters.providers.interfaces import CallLink
 from engine.commands import Message
 from engine.events import Event, LlmDone, LlmText, LlmToolCall
 

@@ -10,9 +10,9 @@ import pytest
 import trio
 from serving import running_server
 
-from adapters import signature
-from adapters.runner import Providers
-from adapters.settings import ServerSettings
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import Providers
+from adapters.vobiz import signature
 from engine.config import AgentConfig
 
 

@@ -15,8 +15,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from rich.console import Console
 
-from adapters import vobiz
-from fixtures.simulator import (
+from adapters.simulator.caller import (
     CallerLine,
     CallerScript,
     default_speak,
@@ -25,6 +24,7 @@ from fixtures.simulator import (
     simulate,
     stream_url,
 )
+from adapters.vobiz import protocol as vobiz
 
 SILENT = b"\xff" * 160
 LOUD = b"\x00"  # mu-law full scale

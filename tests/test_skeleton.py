@@ -11,8 +11,8 @@ def test_contract_types_are_frozen():
 def test_the_example_agent_file_loads_and_wires_the_offline_providers():
     from pathlib import Path
 
-    from adapters.settings import ServerSettings, load_agent_file
-    from adapters.wiring import build_providers
+    from adapters.app.settings import ServerSettings, load_agent_file
+    from adapters.app.wiring import build_providers
 
     config, extra = load_agent_file(Path("agent.example.toml"))
     assert config.greeting == "Hello, Trattoria Roma, how can I help you?"
@@ -25,7 +25,7 @@ def test_the_example_agent_file_loads_and_wires_the_offline_providers():
 def test_a_misspelt_agent_setting_is_an_error_naming_the_file(tmp_path):
     import pytest
 
-    from adapters.settings import load_agent_file
+    from adapters.app.settings import load_agent_file
 
     path = tmp_path / "agent.toml"
     path.write_text('[agent]\ngreetng = "hi"\n')

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters import signature
-from adapters.tokens import StreamTokens, TokenError
+from adapters.vobiz import signature
+from adapters.vobiz.tokens import StreamTokens, TokenError
 
 SECRET = b"s" * 32
 NOW = 1_700_000_000.0

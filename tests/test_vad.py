@@ -2,8 +2,8 @@
 
 import pytest
 
-from adapters.espeak import Espeak
-from adapters.vad import LocalVad, make_classifier
+from adapters.media.vad import LocalVad, make_classifier
+from adapters.offline.espeak import Espeak
 from engine.events import SpeechStarted, SpeechStopped
 
 SILENCE = b"\xff" * 8000  # 1 s

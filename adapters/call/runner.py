@@ -26,9 +26,8 @@ from typing import IO, Any
 import attrs
 import trio
 
-from adapters import vobiz
-from adapters.audio import Framer, InboundConverter, OutboundConverter
-from adapters.providers import (
+from adapters.media.audio import Framer, InboundConverter, OutboundConverter
+from adapters.providers.interfaces import (
     CallLink,
     LanguageModel,
     SpeechToText,
@@ -36,6 +35,7 @@ from adapters.providers import (
     VoiceActivity,
     VoiceDetector,
 )
+from adapters.vobiz import protocol as vobiz
 from engine import commands as cmd
 from engine import events as ev
 from engine.calllog import CallLogWriter, LoggedCall

@@ -31,9 +31,9 @@ def _setup_logging(verbose: bool) -> None:
 
 def build_app(settings):
     """The app for these settings, with the providers they choose."""
-    from adapters.server import create_app
-    from adapters.settings import load_agent_file
-    from adapters.wiring import build_providers, describe
+    from adapters.app.server import create_app
+    from adapters.app.settings import load_agent_file
+    from adapters.app.wiring import build_providers, describe
 
     config, extra = load_agent_file(settings.agent_file)
     providers, config = build_providers(settings, config, extra)
@@ -78,7 +78,7 @@ async def serve_app(
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    from adapters import hypercorn_fixes
+    from adapters.app import hypercorn_repair
 
     hub = app.hub
     config = Config()
@@ -107,7 +107,7 @@ async def serve_app(
             with trio.move_on_after(FINAL_HANGUP_WAIT):
                 await hub.hangups_in.wait()
 
-    hypercorn_fixes.install()
+    hypercorn_repair.install()
     settle(app)
     try:
         async with trio.open_nursery() as nursery:
@@ -140,7 +140,7 @@ async def serve_on_loopback(nursery: trio.Nursery, app, shutdown: trio.Event) ->
 
 
 async def _serve_main(args) -> int:
-    from adapters.settings import ServerSettings
+    from adapters.app.settings import ServerSettings
 
     overrides = {}
     if args.host:
@@ -174,8 +174,8 @@ async def _serve_main(args) -> int:
 
 async def place_call(to: str, from_: str) -> int:
     """``voice-agent call``: the exit status; the call id on stdout, a clear reason on stderr."""
-    from adapters.settings import ServerSettings
-    from adapters.vobiz_rest import VobizApiError, VobizRest
+    from adapters.app.settings import ServerSettings
+    from adapters.vobiz.rest import VobizApiError, VobizRest
 
     rest = VobizRest.from_env()
     if rest is None:
@@ -225,8 +225,8 @@ def _diagram(args) -> int:
 
 
 def _doctor() -> int:
-    from adapters.doctor import examine, report
-    from adapters.settings import ServerSettings
+    from adapters.app.doctor import examine, report
+    from adapters.app.settings import ServerSettings
 
     try:
         settings = ServerSettings.from_env()
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "call":
         return trio.run(place_call, args.to, args.from_)
-    from adapters import demo
+    from adapters.app import demo
 
     if args.command == "simulate":
         return trio.run(demo.simulate_main, args)

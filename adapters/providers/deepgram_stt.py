@@ -34,8 +34,8 @@ from trio_websocket import (
     WebSocketConnection,
 )
 
-from adapters.providers import AudioSource, CallLink
-from adapters.wsclient import open_client
+from adapters.providers.interfaces import AudioSource, CallLink
+from adapters.providers.wsclient import open_client
 from engine.events import SpeechStarted, SttLost, SttRestored, Transcript, UtteranceEnd
 
 BYTES_PER_SECOND = 8000
@@ -199,7 +199,7 @@ class _Lost(Exception):
 
 @attrs.define(eq=False)
 class DeepgramSTT:
-    """:class:`adapters.providers.SpeechToText` backed by Deepgram's live API."""
+    """:class:`adapters.providers.interfaces.SpeechToText` backed by Deepgram's live API."""
 
     settings: DeepgramSettings = attrs.Factory(DeepgramSettings)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
-from adapters.runner import Providers
-from adapters.settings import ServerSettings
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import Providers
 from engine.config import AgentConfig
 
 
@@ -56,12 +56,12 @@ def build_providers(
 
     hints: tuple[str, ...] = tuple(extra.get("hints", ()))
     if llm == "openai":
-        from adapters.openai_chat import ChatSettings, OpenAIChat
+        from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 
         chat = extra.get("openai_chat", {})
         brain = OpenAIChat(ChatSettings(**chat))
     else:
-        from adapters.scripted import ScriptedBrain, load_script
+        from adapters.offline.scripted import ScriptedBrain, load_script
 
         script = load_script(extra.get("script"))
         brain = ScriptedBrain(script)
@@ -69,25 +69,25 @@ def build_providers(
         hints = script.hints
 
     if stt == "deepgram":
-        from adapters.deepgram_stt import DeepgramSTT
+        from adapters.providers.deepgram_stt import DeepgramSTT
 
         stt_factory: Any = DeepgramSTT
     else:
-        from adapters.sphinx import SphinxSTT
+        from adapters.offline.sphinx import SphinxSTT
 
         # The offline recognizer is far more accurate when told what to expect.
         stt_factory = functools.partial(SphinxSTT, hints, vad=settings.vad)
 
     if tts == "openai":
-        from adapters.openai_speech import OpenAISpeech, SpeechSettings
+        from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 
         voice = OpenAISpeech(SpeechSettings(**extra.get("openai_speech", {})))
     elif tts == "deepgram":
-        from adapters.deepgram_tts import AuraSettings, DeepgramSpeech
+        from adapters.providers.deepgram_tts import AuraSettings, DeepgramSpeech
 
         voice = DeepgramSpeech(AuraSettings(**extra.get("deepgram_speech", {})))
     else:
-        from adapters.espeak import Espeak, EspeakTTS
+        from adapters.offline.espeak import Espeak, EspeakTTS
 
         voice = EspeakTTS(Espeak(**extra.get("espeak", {})))
 
@@ -96,7 +96,7 @@ def build_providers(
     # The offline recognizer already runs the local VAD; a cloud one gets it beside it.
     vad = None
     if stt == "deepgram" and settings.barge_in in ("vad", "both"):
-        from adapters.vad import LocalVad
+        from adapters.media.vad import LocalVad
 
         vad = LocalVad(kind=settings.vad)
     names = {"stt": stt, "llm": llm, "tts": tts, "vad": settings.vad, "barge_in": settings.barge_in}

@@ -17,9 +17,14 @@ from __future__ import annotations
 import attrs
 import httpx2
 
-from adapters.audio import PhoneEncoder
-from adapters.openai_chat import DEFAULT_TIMEOUT, RunBoundClient, env_default, failure_reason
-from adapters.providers import CallLink
+from adapters.media.audio import PhoneEncoder
+from adapters.providers.interfaces import CallLink
+from adapters.providers.openai_chat import (
+    DEFAULT_TIMEOUT,
+    RunBoundClient,
+    env_default,
+    failure_reason,
+)
 from engine.events import TtsAudio, TtsDone, TtsFailed
 
 
@@ -38,7 +43,7 @@ class SpeechSettings:
 
 
 class OpenAISpeech:
-    """A :class:`~adapters.providers.TextToSpeech` on OpenAI's streamed ``pcm`` speech."""
+    """A :class:`~adapters.providers.interfaces.TextToSpeech` on OpenAI's streamed ``pcm`` speech."""
 
     def __init__(self, settings: SpeechSettings | None = None) -> None:
         self.settings = s = settings or SpeechSettings()

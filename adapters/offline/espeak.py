@@ -26,8 +26,8 @@ import espeakng_loader
 import numpy as np
 import trio
 
-from adapters.audio import PHONE_RATE, resample, ulaw_encode
-from adapters.providers import CallLink
+from adapters.media.audio import PHONE_RATE, resample, ulaw_encode
+from adapters.providers.interfaces import CallLink
 from engine.events import TtsAudio, TtsDone, TtsFailed
 
 # From speak_lib.h.
@@ -146,7 +146,7 @@ class Espeak:
 
 
 class EspeakTTS:
-    """The offline :class:`~adapters.providers.TextToSpeech`.
+    """The offline :class:`~adapters.providers.interfaces.TextToSpeech`.
 
     espeak renders a sentence in a few milliseconds, so there is nothing to
     stream from it; the audio is still cut into ``chunk_ms`` pieces so the

@@ -1,17 +1,17 @@
-"""The app for an ASGI server's command line: ``uv run hypercorn -k trio adapters.asgi:app``.
+"""The app for an ASGI server's command line: ``uv run hypercorn -k trio adapters.app.asgi:app``.
 
 Built from the environment at import, like ``voice-agent serve`` (which also drains
 live calls on SIGTERM; under hypercorn's own command line, give live calls time with
 ``--graceful-timeout``). Always use hypercorn's trio worker (``-k trio``): the app runs
 on trio. Importing this module repairs hypercorn's connection close
-(:mod:`adapters.hypercorn_fixes`), as ``voice-agent serve`` does.
+(:mod:`adapters.hypercorn_repair`), as ``voice-agent serve`` does.
 """
 
-from adapters import hypercorn_fixes
-from adapters.cli import build_app, settle
-from adapters.settings import ServerSettings
+from adapters.app import hypercorn_repair
+from adapters.app.cli import build_app, settle
+from adapters.app.settings import ServerSettings
 
-hypercorn_fixes.install()
+hypercorn_repair.install()
 app = build_app(ServerSettings.from_env())
 
 

@@ -1,6 +1,6 @@
 """The quart-trio app: Vobiz webhooks and the media WebSocket, served by hypercorn's trio worker.
 
-``uv run voice-agent serve`` runs it; so does ``uv run hypercorn -k trio adapters.asgi:app``.
+``uv run voice-agent serve`` runs it; so does ``uv run hypercorn -k trio adapters.app.asgi:app``.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from adapters import signature, vobiz
-from adapters.admission import CallBook, NewCall, Reconnect, Refused
-from adapters.runner import CallOptions, CallSession, Providers, Transport
-from adapters.settings import ServerSettings
-from adapters.signature import NonceMemory
-from adapters.tokens import StreamTokens, TokenError
-from adapters.vobiz_rest import DEFAULT_BASE_URL, VobizRest
+from adapters.app.admission import CallBook, NewCall, Reconnect, Refused
+from adapters.app.settings import ServerSettings
+from adapters.call.runner import CallOptions, CallSession, Providers, Transport
+from adapters.vobiz import protocol as vobiz
+from adapters.vobiz import signature
+from adapters.vobiz.rest import DEFAULT_BASE_URL, VobizRest
+from adapters.vobiz.signature import NonceMemory
+from adapters.vobiz.tokens import StreamTokens, TokenError
 from engine.config import AgentConfig
 
 log = logging.getLogger("voice_agent.server")

@@ -50,7 +50,7 @@ from typing import Any
 import attrs
 import trio
 
-from adapters.providers import CallLink
+from adapters.providers.interfaces import CallLink
 from engine.commands import Message
 from engine.events import LlmDone, LlmText, LlmToolCall
 
@@ -325,7 +325,7 @@ def choose(script: Script, messages: tuple[Message, ...]) -> tuple[Intent | None
 
 @attrs.frozen
 class ScriptedBrain:
-    """A :class:`adapters.providers.LanguageModel` that follows a script.
+    """A :class:`adapters.providers.interfaces.LanguageModel` that follows a script.
 
     It keeps no per-call state (everything comes from ``messages``), so one
     instance serves every call. ``word_delay`` paces the words like a

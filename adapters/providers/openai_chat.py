@@ -21,8 +21,8 @@ import openai
 import trio
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from adapters.providers import CallLink
-from adapters.tools import BUILTIN_DECLARATIONS, BUILTIN_NAMES, Tool, load_tools
+from adapters.providers.interfaces import CallLink
+from adapters.providers.tools import BUILTIN_DECLARATIONS, BUILTIN_NAMES, Tool, load_tools
 from engine.commands import Message
 from engine.events import LlmDone, LlmFailed, LlmText, LlmToolCall
 
@@ -147,7 +147,7 @@ class _Round:
 
 
 class OpenAIChat:
-    """A :class:`~adapters.providers.LanguageModel` on Chat Completions streaming."""
+    """A :class:`~adapters.providers.interfaces.LanguageModel` on Chat Completions streaming."""
 
     def __init__(self, settings: ChatSettings | None = None, tools: Sequence[Tool] | None = None):
         self.settings = settings or ChatSettings()

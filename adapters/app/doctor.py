@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from adapters import vobiz
-from adapters.settings import ServerSettings
+from adapters.app.settings import ServerSettings
+from adapters.vobiz import protocol as vobiz
 
 OK, NOTE, PROBLEM = "ok", "note", "PROBLEM"
 

@@ -24,8 +24,8 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
-from adapters.providers import CallLink
-from adapters.wsclient import open_client
+from adapters.providers.interfaces import CallLink
+from adapters.providers.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
 
 
@@ -56,7 +56,7 @@ class AuraSettings:
 
 @attrs.define(eq=False)
 class DeepgramSpeech:
-    """:class:`adapters.providers.TextToSpeech` backed by Deepgram Aura."""
+    """:class:`adapters.providers.interfaces.TextToSpeech` backed by Deepgram Aura."""
 
     settings: AuraSettings = attrs.Factory(AuraSettings)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 from rich.console import Console
 
-from fixtures.simulator import CallerLine, CallerScript, print_entry, print_report, simulate
+from adapters.simulator.caller import CallerLine, CallerScript, print_entry, print_report, simulate
 
 #: The demo caller books a table, asks for the opening hours and cuts the long
 #: answer short, then finishes the booking; the agent hangs up.
@@ -32,8 +32,8 @@ DEMO_SCRIPT = CallerScript(
 
 
 async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> int:
-    from adapters.cli import build_app, serve_on_loopback
-    from adapters.settings import ServerSettings
+    from adapters.app.cli import build_app, serve_on_loopback
+    from adapters.app.settings import ServerSettings
     from engine.calllog import read_log, split_log
     from engine.replay import replay
     from engine.views import latency_table, timeline
@@ -90,7 +90,7 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
 
 
 def _describe(hub) -> str:
-    from adapters.wiring import describe
+    from adapters.app.wiring import describe
 
     return describe(hub.providers)
 

@@ -10,8 +10,8 @@ sequences of them, which turns "rhode island" back into "tomorrow at seven".
 The price: anything said outside the hints is forced onto the nearest hint.
 ``docs/offline.md`` has the measurements behind this choice.
 
-:class:`SphinxSTT` wraps it as a :class:`~adapters.providers.SpeechToText`:
-a local VAD (:mod:`adapters.vad`) cuts utterances and the recognizer
+:class:`SphinxSTT` wraps it as a :class:`~adapters.providers.interfaces.SpeechToText`:
+a local VAD (:mod:`adapters.media.vad`) cuts utterances and the recognizer
 decodes each one.
 """
 
@@ -26,9 +26,15 @@ import numpy as np
 import trio
 from pocketsphinx import Decoder
 
-from adapters.audio import FRAME_BYTES, Framer, Upsampler, ulaw_decode
-from adapters.providers import AudioSource, CallLink
-from adapters.vad import FRAME_SECONDS, VadSegmenter, VoiceStarted, VoiceStopped, make_classifier
+from adapters.media.audio import FRAME_BYTES, Framer, Upsampler, ulaw_decode
+from adapters.media.vad import (
+    FRAME_SECONDS,
+    VadSegmenter,
+    VoiceStarted,
+    VoiceStopped,
+    make_classifier,
+)
+from adapters.providers.interfaces import AudioSource, CallLink
 from engine.events import SpeechStarted, SpeechStopped, Transcript
 
 _T = TypeVar("_T")
@@ -127,7 +133,7 @@ class SphinxRecognizer:
 
 
 class SphinxSTT:
-    """The offline :class:`~adapters.providers.SpeechToText`: local VAD plus pocketsphinx.
+    """The offline :class:`~adapters.providers.interfaces.SpeechToText`: local VAD plus pocketsphinx.
 
     At onset it emits ``SpeechStarted`` dated to the first speech frame; at
     offset ``SpeechStopped`` and the utterance's final ``Transcript``;

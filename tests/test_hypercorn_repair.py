@@ -1,7 +1,7 @@
 """A caller hanging up as the server closes must end that one connection, not the server.
 
 Real sockets on loopback against hypercorn's trio worker. Without the repairs in
-``adapters.hypercorn_fixes`` the first test ends with ``trio.BusyResourceError`` out
+``adapters.app.hypercorn_repair`` the first test ends with ``trio.BusyResourceError`` out
 of ``serve`` within the first hundred connections on the development machine.
 """
 
@@ -18,7 +18,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 
-from adapters import hypercorn_fixes
+from adapters.app import hypercorn_repair
 
 HANDSHAKE = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -65,7 +65,7 @@ async def hang_up_while_the_server_closes(port: int, yields: int) -> None:
 
 
 async def test_simultaneous_closes_leave_the_server_serving() -> None:
-    hypercorn_fixes.install()
+    hypercorn_repair.install()
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -83,7 +83,7 @@ async def test_simultaneous_closes_leave_the_server_serving() -> None:
 
 
 async def test_a_failing_connection_is_logged_and_ends_alone(caplog) -> None:
-    hypercorn_fixes.install()
+    hypercorn_repair.install()
     broken = TCPServer(None, Config(), None, None, stream=object())  # no socket at all
     with caplog.at_level(logging.ERROR, logger="voice_agent.server"):
         await broken.run()
@@ -91,13 +91,13 @@ async def test_a_failing_connection_is_logged_and_ends_alone(caplog) -> None:
 
 
 def test_hypercorns_own_command_line_gets_the_repairs_too() -> None:
-    """``hypercorn -k trio adapters.asgi:app`` never calls serve_app: the import must repair."""
+    """``hypercorn -k trio adapters.app.asgi:app`` never calls serve_app: the import must repair."""
     check = (
-        "import adapters.asgi, hypercorn.trio.tcp_server as t; "
+        "import adapters.app.asgi, hypercorn.trio.tcp_server as t; "
         "print(t.TCPServer._close.__module__, t.TCPServer.run.__module__)"
     )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     done = subprocess.run(
         [sys.executable, "-c", check], capture_output=True, text=True, env=env, check=True
     )
-    assert done.stdout.split() == ["adapters.hypercorn_fixes", "adapters.hypercorn_fixes"]
+    assert done.stdout.split() == ["adapters.app.hypercorn_repair", "adapters.app.hypercorn_repair"]

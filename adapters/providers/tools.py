@@ -6,7 +6,7 @@ other tool is a plain Python function in a module named in the settings; the
 adapter runs it and feeds the result back to the model, so the engine never
 learns that a lookup happened. A tools module looks like this::
 
-    from adapters.tools import tool
+    from adapters.providers.tools import tool
 
     @tool(parameters={"type": "object",
                       "properties": {"city": {"type": "string"}},
