@@ -234,7 +234,7 @@ async def server_main(args: argparse.Namespace) -> None:
         llm=OpenAIChat(ChatSettings(base_url=urls["openai"], api_key="test")),
         tts=OpenAISpeech(SpeechSettings(base_url=urls["openai"], api_key="test", model="tts-1")),
         # As served by default (BARGE_IN_SOURCE=both, LOCAL_VAD=webrtc): a local VAD beside
-        # the recognizer, whose SpeechStarted events also reach the engine.
+        # the recognizer, whose CallerSpeechStarted events also reach the engine.
         vad=LocalVad(kind="webrtc"),
         names={"stt": "deepgram", "llm": "openai", "tts": "openai", "vad": "webrtc"},
     )
@@ -396,16 +396,16 @@ def analyse_log(path: Path) -> dict[str, Any]:
     barge: list[float] = []
     turn: dict[str, float] | None = None
     tokens = 0
-    speech_started: float | None = None
+    caller_speech_started: float | None = None
     for r in records:
         kind, t = r["kind"], r.get("t")
         name = r.get("event") or r.get("command")
         if kind == "event" and name == "Transcript" and r.get("speech_final"):
             turn, tokens = {"final": t}, 0
-        elif kind == "event" and name == "SpeechStarted":
-            speech_started = r["at"]
-        elif kind == "command" and name == "ClearAudio" and speech_started is not None:
-            barge.append(t - speech_started)
+        elif kind == "event" and name == "CallerSpeechStarted":
+            caller_speech_started = r["at"]
+        elif kind == "command" and name == "ClearAudio" and caller_speech_started is not None:
+            barge.append(t - caller_speech_started)
         if turn is None or kind not in ("event", "command"):
             continue
         if name == "LlmText" and "synth" not in turn:

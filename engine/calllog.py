@@ -24,7 +24,10 @@ from engine.audio import AudioDigest, digest
 from engine.core import Step
 from engine.latency import LatencyTracker
 
-SCHEMA = 1
+#: The log format. 2: names say whose voice (``CallerSpeechStarted``, ``AudioPlayed``,
+#: ``utterance`` ids, ``utterance_heard``…) and the engine has the thinking, reply and deaf
+#: timers; logs of schema 1 were written by an engine with other rules and are not read.
+SCHEMA = 2
 
 _EVENTS = {cls.__name__: cls for cls in ev.EVENT_TYPES}
 _COMMANDS = {cls.__name__: cls for cls in cmd.COMMAND_TYPES}
@@ -100,11 +103,6 @@ def decode_event(record: dict[str, Any]) -> Any:
     return _decode_fields(_EVENTS[record["event"]], fields)
 
 
-def decode_command(record: dict[str, Any]) -> Any:
-    fields = {k: v for k, v in record.items() if k not in ("kind", "t", "command")}
-    return _decode_fields(_COMMANDS[record["command"]], fields)
-
-
 #: Characters that some line readers (Python's ``str.splitlines`` among them) take as line
 #: breaks. JSON leaves them raw when ``ensure_ascii`` is off, so a caller-controlled string
 #: holding one would split a record in two for such a reader; they are written escaped.
@@ -132,7 +130,7 @@ def split_log(text: str) -> tuple[list[str], bool]:
 BULK = frozenset({"TtsAudio", "LlmText", "PlayAudio"})
 
 
-class CallLogWriter:
+class LogWriter:
     """Writes one call's records to a text stream.
 
     Every record is flushed to the OS except the streaming ones (:data:`BULK`:
@@ -196,10 +194,10 @@ def read_log(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
-class LoggedCall:
+class LoggedEngine:
     """An engine whose every event and consequence goes to a call log as it happens."""
 
-    def __init__(self, core: Any, writer: CallLogWriter) -> None:
+    def __init__(self, core: Any, writer: LogWriter) -> None:
         self.core = core
         self.writer = writer
 

@@ -23,16 +23,16 @@ class Message:
 
 @attrs.frozen
 class PlayAudio:
-    """Queue audio for the caller (sentence ``seq`` of ``turn``)."""
+    """Queue audio for the caller (sentence ``seq`` of ``utterance``)."""
 
-    turn: int
+    utterance: int
     seq: int
     audio: Audio = attrs.field(repr=lambda a: f"<{len(a)} bytes>")
 
 
 @attrs.frozen
 class Checkpoint:
-    """Ask the phone to tell us (``PlaybackMarked``) once everything queued so far has played."""
+    """Ask the phone to tell us (``AudioPlayed``) once everything queued so far has played."""
 
     name: str
 
@@ -44,33 +44,33 @@ class ClearAudio:
 
 @attrs.frozen
 class StartCompletion:
-    """Ask the language model for the reply of ``turn`` to this conversation."""
+    """Ask the language model for the reply of ``utterance`` to this conversation."""
 
-    turn: int
+    utterance: int
     messages: tuple[Message, ...]
 
 
 @attrs.frozen
 class CancelCompletion:
-    """Stop the completion of ``turn`` at once; its later events will be dropped."""
+    """Stop the completion of ``utterance`` at once; its later events will be dropped."""
 
-    turn: int
+    utterance: int
 
 
 @attrs.frozen
 class Synthesize:
-    """Turn sentence ``seq`` of ``turn`` into speech."""
+    """Turn sentence ``seq`` of ``utterance`` into speech."""
 
-    turn: int
+    utterance: int
     seq: int
     text: str
 
 
 @attrs.frozen
 class CancelSynthesis:
-    """Stop every synthesis of ``turn``."""
+    """Stop every synthesis of ``utterance``."""
 
-    turn: int
+    utterance: int
 
 
 @attrs.frozen

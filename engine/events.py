@@ -2,12 +2,13 @@
 
 Every event is an immutable value. The runner stamps the time it happened
 (``now``, seconds since the call started) when it hands the event to
-:meth:`engine.core.CallCore.handle`; the engine never reads a clock.
+:meth:`engine.core.Engine.handle`; the engine never reads a clock.
 
 Events that answer a request the engine made (a completion, a synthesis)
-carry that request's ``turn`` id. When the engine has moved on (a barge-in
-cancelled the turn), events of old turns are dropped, so audio from a
-cancelled reply can never reach the caller.
+carry that request's ``utterance`` id. When the engine has moved on (a barge-in
+cancelled the utterance), events of older utterances are dropped, so audio
+from a cancelled reply can never reach the caller. Names say whose voice: the
+caller's speech, pauses and words; the agent's audio, played by the phone.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class CallStarted:
 
 
 @attrs.frozen
-class SpeechStarted:
+class CallerSpeechStarted:
     """Someone is talking on the caller's side (local VAD or the recognizer).
 
     ``at`` is the call time of the first speech frame, which is earlier than
@@ -40,7 +41,7 @@ class SpeechStarted:
 
 
 @attrs.frozen
-class SpeechStopped:
+class CallerSpeechStopped:
     """The caller's side went quiet."""
 
     at: float
@@ -57,7 +58,7 @@ class Transcript:
 
 
 @attrs.frozen
-class UtteranceEnd:
+class CallerPaused:
     """The recognizer saw a long enough gap after the last word."""
 
 
@@ -65,7 +66,7 @@ class UtteranceEnd:
 class LlmText:
     """A piece of the streamed reply."""
 
-    turn: int
+    utterance: int
     text: str
 
 
@@ -73,7 +74,7 @@ class LlmText:
 class LlmToolCall:
     """The model asked for a tool; ``arguments`` is the raw JSON text."""
 
-    turn: int
+    utterance: int
     name: str
     arguments: str = "{}"
     call_id: str = ""
@@ -83,22 +84,22 @@ class LlmToolCall:
 class LlmDone:
     """The completion stream finished normally."""
 
-    turn: int
+    utterance: int
 
 
 @attrs.frozen
 class LlmFailed:
     """The completion could not be had (timeout, 429, 5xx, dropped stream)."""
 
-    turn: int
+    utterance: int
     reason: str
 
 
 @attrs.frozen
 class TtsAudio:
-    """Phone-ready audio (8 kHz mu-law) of sentence ``seq`` of ``turn``."""
+    """Phone-ready audio (8 kHz mu-law) of sentence ``seq`` of ``utterance``."""
 
-    turn: int
+    utterance: int
     seq: int
     audio: Audio = attrs.field(repr=lambda a: f"<{len(a)} bytes>")
 
@@ -107,7 +108,7 @@ class TtsAudio:
 class TtsDone:
     """All audio of sentence ``seq`` has been delivered."""
 
-    turn: int
+    utterance: int
     seq: int
 
 
@@ -115,20 +116,20 @@ class TtsDone:
 class TtsFailed:
     """Sentence ``seq`` could not be synthesized."""
 
-    turn: int
+    utterance: int
     seq: int
     reason: str
 
 
 @attrs.frozen
-class PlaybackMarked:
+class AudioPlayed:
     """The phone played everything queued before checkpoint ``name`` (Vobiz ``playedStream``)."""
 
     name: str
 
 
 @attrs.frozen
-class PlaybackCleared:
+class AudioCleared:
     """The phone flushed its queue after our ``clearAudio`` (Vobiz ``clearedAudio``)."""
 
 
@@ -167,10 +168,10 @@ class CallEnded:
 
 Event = (
     CallStarted
-    | SpeechStarted
-    | SpeechStopped
+    | CallerSpeechStarted
+    | CallerSpeechStopped
     | Transcript
-    | UtteranceEnd
+    | CallerPaused
     | LlmText
     | LlmToolCall
     | LlmDone
@@ -178,8 +179,8 @@ Event = (
     | TtsAudio
     | TtsDone
     | TtsFailed
-    | PlaybackMarked
-    | PlaybackCleared
+    | AudioPlayed
+    | AudioCleared
     | TimerFired
     | DtmfPressed
     | SttLost

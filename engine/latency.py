@@ -15,7 +15,7 @@ import attrs
 
 @attrs.frozen
 class TurnLatency:
-    turn: int
+    utterance: int  # the reply's id
     caller_stopped: float  # call time the caller's speech ended (or the turn was asked)
     asked: float  # StartCompletion sent
     llm_first_text: float | None  # first LlmText of the turn
@@ -31,7 +31,7 @@ class TurnLatency:
             return None if x is None else round(x, 4)
 
         return {
-            "turn": self.turn,
+            "utterance": self.utterance,
             "caller_stopped": r(self.caller_stopped),
             "voice_to_voice": r(self.voice_to_voice),
             "llm_first_text": r(
@@ -54,31 +54,31 @@ class LatencyTracker:
         kind, t = r.get("kind"), r.get("t", 0.0)
         if kind == "event":
             name = r["event"]
-            if name == "SpeechStopped":
+            if name == "CallerSpeechStopped":
                 self._last_stop = r["at"]
-            elif name in ("LlmText", "TtsAudio") and r["turn"] in self._turns:
+            elif name in ("LlmText", "TtsAudio") and r["utterance"] in self._turns:
                 key = "llm_first_text" if name == "LlmText" else "tts_first_audio"
-                self._turns[r["turn"]].setdefault(key, t)
+                self._turns[r["utterance"]].setdefault(key, t)
         elif kind == "command":
             name = r["command"]
             if name == "StartCompletion":
                 stop = self._last_stop
                 stopped = stop if stop is not None and stop <= t else t
-                self._turns[r["turn"]] = {"caller_stopped": stopped, "asked": t}
-            elif name == "PlayAudio" and r["turn"] in self._turns:
-                self._turns[r["turn"]].setdefault("first_audio", t)
+                self._turns[r["utterance"]] = {"caller_stopped": stopped, "asked": t}
+            elif name == "PlayAudio" and r["utterance"] in self._turns:
+                self._turns[r["utterance"]].setdefault("first_audio", t)
 
     def turns(self) -> list[TurnLatency]:
         return [
             TurnLatency(
-                turn=turn,
+                utterance=utterance,
                 caller_stopped=d["caller_stopped"],
                 asked=d["asked"],
                 llm_first_text=d.get("llm_first_text"),
                 tts_first_audio=d.get("tts_first_audio"),
                 first_audio=d.get("first_audio"),
             )
-            for turn, d in sorted(self._turns.items())
+            for utterance, d in sorted(self._turns.items())
         ]
 
 

@@ -18,7 +18,7 @@ import attrs
 
 from engine.calllog import LogError, decode_event, read_log, step_records
 from engine.config import AgentConfig
-from engine.core import CallCore
+from engine.core import Engine
 
 _PRODUCED = {"transition", "command", "dropped"}
 
@@ -54,7 +54,7 @@ def replay(lines: Iterable[str]) -> ReplayResult:
     except (TypeError, ValueError) as exc:
         raise LogError(1, f"bad config in header: {exc}") from None
     record_audio = bool(header.get("record_audio"))
-    core = CallCore(config)
+    core = Engine(config)
     finished = any(r["kind"] == "footer" for _, r in records)
     expected = [(n, r) for n, r in records if r["kind"] in _PRODUCED or r["kind"] == "event"]
     events = compared = 0

@@ -39,11 +39,11 @@ def latency_table(records: Iterable[dict[str, Any]]) -> list[str]:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.0f} ms"
 
-    rows = ["turn  caller stopped  voice-to-voice  llm first text  tts first audio"]
+    rows = ["reply  caller stopped  voice-to-voice  llm first text  tts first audio"]
     for lat in turn_latencies(records):
         d = lat.as_dict()
         rows.append(
-            f"{d['turn']:>4}  {d['caller_stopped']:>14.3f}  {ms(d['voice_to_voice']):>14}"
+            f"{d['utterance']:>5}  {d['caller_stopped']:>14.3f}  {ms(d['voice_to_voice']):>14}"
             f"  {ms(d['llm_first_text']):>14}  {ms(d['tts_first_audio']):>15}"
         )
     return rows

@@ -2,16 +2,16 @@
 
 from engine import events as ev
 from engine.config import AgentConfig
-from engine.core import CallCore
+from engine.core import Engine
 
 AUDIO = b"\xff" * 800  # 0.1 s of mu-law silence
 
 
 class Drive:
-    """Feeds events to a CallCore at explicit times and keeps every command."""
+    """Feeds events to a Engine at explicit times and keeps every command."""
 
     def __init__(self, **config):
-        self.core = CallCore(AgentConfig(**config))
+        self.core = Engine(AgentConfig(**config))
         self.log: list[tuple[float, object]] = []
 
     def __call__(self, event, t):
@@ -23,30 +23,30 @@ class Drive:
     def state(self):
         return self.core.state
 
-    def voice(self, turn, seq, t, audio=AUDIO):
+    def voice(self, utterance, seq, t, audio=AUDIO):
         """The TTS delivers one sentence's audio at ``t``."""
-        return self(ev.TtsAudio(turn, seq, audio), t) + self(ev.TtsDone(turn, seq), t)
+        return self(ev.TtsAudio(utterance, seq, audio), t) + self(ev.TtsDone(utterance, seq), t)
 
     def greet(self, t_heard=2.0):
         """Call start, greeting voiced and heard: the call is listening at ``t_heard``."""
         self(ev.CallStarted("call-1", "stream-1"), 0.0)
         self.voice(1, 0, 0.2)
-        self(ev.PlaybackMarked("1.0"), t_heard)
+        self(ev.AudioPlayed("1.0"), t_heard)
         assert self.state == "listening"
 
     def say(self, text, t):
         return self(ev.Transcript(text, is_final=True, speech_final=True), t)
 
-    def reply(self, turn, sentences, t, heard=True):
+    def reply(self, utterance, sentences, t, heard=True):
         """The model streams ``sentences``; each is voiced and (optionally) heard."""
         out = []
         for sentence in sentences:
-            out += self(ev.LlmText(turn, sentence + " "), t)
-        out += self(ev.LlmDone(turn), t)
+            out += self(ev.LlmText(utterance, sentence + " "), t)
+        out += self(ev.LlmDone(utterance), t)
         for seq in range(len(sentences)):
-            out += self.voice(turn, seq, t + 0.1)
+            out += self.voice(utterance, seq, t + 0.1)
             if heard:
-                out += self(ev.PlaybackMarked(f"{turn}.{seq}"), t + 0.2 + seq)
+                out += self(ev.AudioPlayed(f"{utterance}.{seq}"), t + 0.2 + seq)
         return out
 
 

@@ -30,11 +30,11 @@ class Ear:
 class Quiet:
     """A model and a voice that finish at once and say nothing."""
 
-    async def complete(self, turn, messages, link):
-        await link.emit(ev.LlmDone(turn))
+    async def complete(self, utterance, messages, link):
+        await link.emit(ev.LlmDone(utterance))
 
-    async def synthesize(self, turn, seq, text, link):
-        await link.emit(ev.TtsDone(turn, seq))
+    async def synthesize(self, utterance, seq, text, link):
+        await link.emit(ev.TtsDone(utterance, seq))
 
 
 def quiet(ear: Ear | None = None) -> Providers:
@@ -42,15 +42,15 @@ def quiet(ear: Ear | None = None) -> Providers:
 
 
 class Talker(Quiet):
-    """Answers every turn with "Noted." and voices each sentence as 0.1 s of audio."""
+    """Answers every utterance with "Noted." and voices each sentence as 0.1 s of audio."""
 
-    async def complete(self, turn, messages, link):
-        await link.emit(ev.LlmText(turn, "Noted."))
-        await link.emit(ev.LlmDone(turn))
+    async def complete(self, utterance, messages, link):
+        await link.emit(ev.LlmText(utterance, "Noted."))
+        await link.emit(ev.LlmDone(utterance))
 
-    async def synthesize(self, turn, seq, text, link):
-        await link.emit(ev.TtsAudio(turn, seq, b"\x7f" * 800))
-        await link.emit(ev.TtsDone(turn, seq))
+    async def synthesize(self, utterance, seq, text, link):
+        await link.emit(ev.TtsAudio(utterance, seq, b"\x7f" * 800))
+        await link.emit(ev.TtsDone(utterance, seq))
 
 
 class Hears:

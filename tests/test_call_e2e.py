@@ -126,7 +126,7 @@ async def test_the_local_vad_alone_drives_barge_in_beside_a_cloud_recognizer(tmp
     assert result.stale_audio_after_clear == 0
     (log,) = logs
     records = [json.loads(line) for line in log.read_text().split("\n")[:-1]]
-    sources = {r["source"] for r in records if r.get("event") == "SpeechStarted"}
+    sources = {r["source"] for r in records if r.get("event") == "CallerSpeechStarted"}
     assert sources == {"vad"}
     assert replay(log.read_text().split("\n")[:-1]).identical
 

@@ -12,7 +12,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 from adapters.providers.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT
 from adapters.providers.interfaces import CallLink
 from adapters.providers.wsclient import open_client
-from engine.events import SpeechStarted, SttLost, SttRestored, Transcript, UtteranceEnd
+from engine.events import CallerPaused, CallerSpeechStarted, SttLost, SttRestored, Transcript
 from fixtures.fake_deepgram import run_fake_deepgram, silence, tone
 
 KEY = "test-key"
@@ -91,15 +91,15 @@ async def test_utterance_becomes_events_in_order(autojump_clock):
 
         await run_call(settings_for(fake), script, events)
     kinds = [type(e).__name__ for e in events]
-    assert kinds[0] == "SpeechStarted"
-    assert events[0] == SpeechStarted(at=pytest.approx(t0 + 0.2), source="stt")
+    assert kinds[0] == "CallerSpeechStarted"
+    assert events[0] == CallerSpeechStarted(at=pytest.approx(t0 + 0.2), source="stt")
     interims = [e for e in events if isinstance(e, Transcript) and not e.is_final]
     assert interims, kinds
     assert all(e.text for e in interims)
     finals = [e for e in events if isinstance(e, Transcript) and e.is_final]
     assert finals == [Transcript("hello there my friend", is_final=True, speech_final=True)]
-    assert isinstance(events[-1], UtteranceEnd)
-    assert kinds.index("UtteranceEnd") > events.index(finals[0]) > events.index(interims[-1])
+    assert isinstance(events[-1], CallerPaused)
+    assert kinds.index("CallerPaused") > events.index(finals[0]) > events.index(interims[-1])
 
 
 async def test_empty_finals_and_interims_are_skipped(autojump_clock):
@@ -113,7 +113,7 @@ async def test_empty_finals_and_interims_are_skipped(autojump_clock):
         await run_call(settings_for(fake), script, events)
         sent = fake.listen_sessions[0].sent_types()
     assert "Results" in sent
-    assert [type(e) for e in events] == [SpeechStarted, UtteranceEnd]
+    assert [type(e) for e in events] == [CallerSpeechStarted, CallerPaused]
 
 
 async def test_keepalive_is_sent_while_audio_pauses(autojump_clock):

@@ -50,7 +50,7 @@ async def test_audio_then_done(autojump_clock):
     ]
     audio = [e for e in events if isinstance(e, TtsAudio)]
     assert len(audio) > 1
-    assert all((e.turn, e.seq) == (3, 1) for e in audio)
+    assert all((e.utterance, e.seq) == (3, 1) for e in audio)
     assert b"".join(e.audio for e in audio) == speech_audio(text)
     assert events[-1] == TtsDone(3, 1)
     assert len(events) == len(audio) + 1
@@ -122,7 +122,7 @@ async def test_errors_become_tts_failed(autojump_clock, caplog, knobs, reason):
     assert len(events) == 1
     (failed,) = events
     assert isinstance(failed, TtsFailed)
-    assert (failed.turn, failed.seq) == (4, 2)
+    assert (failed.utterance, failed.seq) == (4, 2)
     assert failed.reason.startswith(reason)
     assert "sentence 4/2 failed" in caplog.text
 

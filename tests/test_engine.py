@@ -21,7 +21,7 @@ def test_greeting_is_spoken_then_the_call_listens_once_it_was_heard():
     out = d(ev.TtsDone(1, 0), 0.4)
     assert out[0] == cmd.Checkpoint("1.0")
     assert d.state == "greeting"  # sent is not heard
-    out = d(ev.PlaybackMarked("1.0"), 2.5)
+    out = d(ev.AudioPlayed("1.0"), 2.5)
     assert d.state == "listening"
     assert cmd.StartTimer("idle", 2.5 + d.core.config.idle_timeout) in out
 
@@ -41,9 +41,9 @@ def test_a_final_with_speech_final_ends_the_turn_and_asks_the_model_with_the_his
 def test_utterance_end_after_finals_ends_the_turn_but_not_without_words():
     d = Drive()
     d.greet()
-    assert d(ev.UtteranceEnd(), 3.0) == []
+    assert d(ev.CallerPaused(), 3.0) == []
     d(ev.Transcript("hello there", is_final=True), 3.2)
-    out = d(ev.UtteranceEnd(), 4.2)
+    out = d(ev.CallerPaused(), 4.2)
     assert of(out, cmd.StartCompletion)[0].messages[-1].content == "hello there"
 
 
@@ -86,9 +86,9 @@ def test_listening_resumes_when_the_last_sentence_was_heard_and_idle_counts_from
     d.say("hi", 3.0)
     d.reply(2, ["Hello.", "How are you?"], 3.1, heard=False)
     assert d.state == "speaking"
-    d(ev.PlaybackMarked("2.0"), 4.0)
+    d(ev.AudioPlayed("2.0"), 4.0)
     assert d.state == "speaking"
-    out = d(ev.PlaybackMarked("2.1"), 6.0)
+    out = d(ev.AudioPlayed("2.1"), 6.0)
     assert d.state == "listening"
     assert cmd.StartTimer("idle", 6.0 + d.core.config.idle_timeout) in out
 
@@ -109,13 +109,13 @@ def test_idle_reprompts_then_says_goodbye_and_hangs_up_only_after_it_was_heard()
     out = d(ev.TimerFired("idle"), 7.0)
     assert out == [cmd.Synthesize(2, 0, d.core.config.reprompt)]
     d.voice(2, 0, 7.1)
-    d(ev.PlaybackMarked("2.0"), 8.0)
+    d(ev.AudioPlayed("2.0"), 8.0)
     assert d.state == "listening"
     out = d(ev.TimerFired("idle"), 13.0)
     assert out == [cmd.Synthesize(3, 0, d.core.config.goodbye)]
     out = d.voice(3, 0, 13.1)
     assert not of(out, cmd.Hangup)
-    out = d(ev.PlaybackMarked("3.0"), 15.0)
+    out = d(ev.AudioPlayed("3.0"), 15.0)
     assert of(out, cmd.Hangup) == [cmd.Hangup("agent")]
     assert d.state == "ended"
 
@@ -127,7 +127,7 @@ def speaking_two_sentences(**config):
     d.say("What are your hours?", 3.0)
     d(ev.LlmText(2, "We open at nine. We close at ten. And on"), 3.2)
     d.voice(2, 0, 3.3)
-    d(ev.PlaybackMarked("2.0"), 3.5)
+    d(ev.AudioPlayed("2.0"), 3.5)
     d.voice(2, 1, 3.6)
     assert d.state == "speaking"
     return d
@@ -135,7 +135,7 @@ def speaking_two_sentences(**config):
 
 def test_barge_in_clears_audio_cancels_everything_and_keeps_only_what_was_heard():
     d = speaking_two_sentences()
-    out = d(ev.SpeechStarted(at=4.0), 4.15)
+    out = d(ev.CallerSpeechStarted(at=4.0), 4.15)
     assert d.state == "interrupted"
     assert out[:3] == [cmd.ClearAudio(), cmd.CancelCompletion(2), cmd.CancelSynthesis(2)]
     out = d.say("What about Sunday?", 5.0)
@@ -149,16 +149,16 @@ def test_barge_in_clears_audio_cancels_everything_and_keeps_only_what_was_heard(
 
 def test_speech_shorter_than_the_minimum_does_not_interrupt():
     d = speaking_two_sentences(barge_in_min_speech=0.3)
-    out = d(ev.SpeechStarted(at=4.0), 4.1)
+    out = d(ev.CallerSpeechStarted(at=4.0), 4.1)
     assert out == [cmd.StartTimer("barge_in", 4.3)]
-    out = d(ev.SpeechStopped(at=4.2), 4.2)
+    out = d(ev.CallerSpeechStopped(at=4.2), 4.2)
     assert out == [cmd.CancelTimer("barge_in")]
     assert d.state == "speaking"
 
 
 def test_speech_that_lasts_the_minimum_interrupts_when_its_timer_fires():
     d = speaking_two_sentences(barge_in_min_speech=0.3)
-    d(ev.SpeechStarted(at=4.0), 4.1)
+    d(ev.CallerSpeechStarted(at=4.0), 4.1)
     out = d(ev.TimerFired("barge_in"), 4.3)
     assert d.state == "interrupted"
     assert out[0] == cmd.ClearAudio()
@@ -166,14 +166,14 @@ def test_speech_that_lasts_the_minimum_interrupts_when_its_timer_fires():
 
 def test_no_words_after_an_interruption_resumes_from_the_first_unheard_sentence():
     d = speaking_two_sentences(false_interruption_timeout=1.0)
-    out = d(ev.SpeechStarted(at=4.0), 4.2)
+    out = d(ev.CallerSpeechStarted(at=4.0), 4.2)
     assert cmd.StartTimer("false_interruption", 5.2) in out
-    d(ev.SpeechStopped(at=4.4), 4.4)
+    d(ev.CallerSpeechStopped(at=4.4), 4.4)
     out = d(ev.TimerFired("false_interruption"), 5.2)
     assert d.state == "speaking"
     assert of(out, cmd.Synthesize) == [cmd.Synthesize(3, 0, "We close at ten.")]
     d.voice(3, 0, 5.3)
-    d(ev.PlaybackMarked("3.0"), 6.0)
+    d(ev.AudioPlayed("3.0"), 6.0)
     assert d.state == "listening"
     out = d.say("thanks", 7.0)
     assert of(out, cmd.StartCompletion)[0].messages[-2].content == (
@@ -187,11 +187,11 @@ def test_backchannels_while_speaking_neither_interrupt_nor_make_a_turn():
     assert d(ev.Transcript("Uh-huh.", is_final=True, speech_final=True), 4.1) == []
     assert d(ev.Transcript("okay right", is_final=True, speech_final=True), 4.2) == []
     assert d.state == "speaking"
-    d(ev.PlaybackMarked("2.1"), 5.0)
+    d(ev.AudioPlayed("2.1"), 5.0)
     d(ev.LlmText(2, " Sundays we rest."), 5.0)
     d(ev.LlmDone(2), 5.1)
     d.voice(2, 2, 5.2)
-    d(ev.PlaybackMarked("2.2"), 6.0)
+    d(ev.AudioPlayed("2.2"), 6.0)
     out = d.say("Great", 7.0)
     user_turns = [m.content for m in of(out, cmd.StartCompletion)[0].messages if m.role == "user"]
     assert user_turns == ["What are your hours?", "Great"]
@@ -199,7 +199,7 @@ def test_backchannels_while_speaking_neither_interrupt_nor_make_a_turn():
 
 def test_a_backchannel_after_a_quick_interruption_resumes_at_once():
     d = speaking_two_sentences()
-    d(ev.SpeechStarted(at=4.0), 4.2)
+    d(ev.CallerSpeechStarted(at=4.0), 4.2)
     out = d(ev.Transcript("mm-hm", is_final=True, speech_final=True), 4.6)
     assert d.state == "speaking"
     assert cmd.Synthesize(3, 0, "We close at ten.") in out
@@ -216,12 +216,12 @@ def test_caller_talking_on_while_thinking_cancels_and_joins_the_same_turn():
     d = Drive()
     d.greet()
     d.say("I'd like a table", 3.0)
-    out = d(ev.SpeechStarted(at=3.3), 3.5)
+    out = d(ev.CallerSpeechStarted(at=3.3), 3.5)
     assert d.state == "listening"
     assert out[0] == cmd.CancelCompletion(2)
     out = d.say("for four people", 4.5)
     (start,) = of(out, cmd.StartCompletion)
-    assert start.turn == 3
+    assert start.utterance == 3
     assert start.messages[-1] == cmd.Message("user", "I'd like a table for four people")
     assert [m.role for m in start.messages].count("user") == 1
 
@@ -238,8 +238,8 @@ def test_a_new_final_while_thinking_restarts_the_completion_with_both_parts():
 
 def test_events_of_a_cancelled_turn_are_dropped():
     d = speaking_two_sentences()
-    d(ev.SpeechStarted(at=4.0), 4.2)
-    assert d.core.step(ev.TtsAudio(2, 1, AUDIO), 4.3).dropped == "stale turn 2"
+    d(ev.CallerSpeechStarted(at=4.0), 4.2)
+    assert d.core.step(ev.TtsAudio(2, 1, AUDIO), 4.3).dropped == "stale utterance 2"
     assert d(ev.LlmText(2, "more"), 4.3) == []
     d.say("Sunday?", 5.0)
     assert d(ev.TtsAudio(2, 2, AUDIO), 5.1) == []
@@ -253,7 +253,7 @@ def test_a_failed_completion_is_answered_with_the_apology_then_listening():
     out = d(ev.LlmFailed(2, "timeout"), 13.0)
     assert out == [cmd.Synthesize(2, 0, d.core.config.apology)]
     d.voice(2, 0, 13.5)
-    d(ev.PlaybackMarked("2.0"), 15.0)
+    d(ev.AudioPlayed("2.0"), 15.0)
     assert d.state == "listening"
 
 
@@ -267,7 +267,7 @@ def test_failed_speech_is_answered_with_the_apology_in_a_new_turn():
     assert cmd.Synthesize(3, 0, d.core.config.apology) in out
     assert d.state == "speaking"
     d.voice(3, 0, 3.5)
-    d(ev.PlaybackMarked("3.0"), 5.0)
+    d(ev.AudioPlayed("3.0"), 5.0)
     assert d.state == "listening"
 
 
@@ -288,8 +288,10 @@ def test_end_call_says_goodbye_then_hangs_up_after_it_was_heard():
     out = d(ev.LlmDone(2), 3.3)
     assert out == [cmd.Synthesize(2, 0, d.core.config.goodbye)]
     d.voice(2, 0, 3.4)
-    assert not of(d(ev.SpeechStarted(at=3.5), 3.8), cmd.ClearAudio)  # a farewell is not cut off
-    out = d(ev.PlaybackMarked("2.0"), 5.0)
+    assert not of(
+        d(ev.CallerSpeechStarted(at=3.5), 3.8), cmd.ClearAudio
+    )  # a farewell is not cut off
+    out = d(ev.AudioPlayed("2.0"), 5.0)
     assert out[-1] == cmd.Hangup("agent")
     assert d.state == "ended"
 
@@ -302,7 +304,7 @@ def test_transfer_call_transfers_after_the_reply_was_heard():
     d(ev.LlmToolCall(2, "transfer_call", json.dumps({"to": "+15550100"})), 3.2)
     d(ev.LlmDone(2), 3.2)
     d.voice(2, 0, 3.3)
-    out = d(ev.PlaybackMarked("2.0"), 4.5)
+    out = d(ev.AudioPlayed("2.0"), 4.5)
     assert out[-1] == cmd.Transfer("+15550100", reason="transfer_call")
     assert d.state == "ended"
 
@@ -341,7 +343,7 @@ def test_the_call_length_limit_says_goodbye_and_hangs_up():
     assert out[0] == cmd.ClearAudio()
     assert cmd.Synthesize(3, 0, d.core.config.goodbye) in out
     d.voice(3, 0, 60.1)
-    out = d(ev.PlaybackMarked("3.0"), 62.0)
+    out = d(ev.AudioPlayed("3.0"), 62.0)
     assert out[-1] == cmd.Hangup("agent")
 
 
@@ -359,7 +361,7 @@ def test_call_ended_in_any_state_ends_and_nothing_follows(state):
         d.greet()
         d.say("hi", 3.0)
     elif state == "interrupted":
-        d(ev.SpeechStarted(at=4.0), 4.2)
+        d(ev.CallerSpeechStarted(at=4.0), 4.2)
     assert d.state == state
     assert d(ev.CallEnded("socket closed"), 9.0) == []
     assert d.state == "ended"
@@ -433,8 +435,8 @@ def test_while_the_recognizer_is_down_a_talking_callers_silence_is_not_idleness(
     d = Drive()
     d.greet()
     assert d(ev.SttLost("dropped"), 3.0) == [cmd.StartTimer("deaf", 8.0)]
-    d(ev.SpeechStarted(at=3.4), 3.5)
-    assert d(ev.SpeechStopped(at=5.5), 5.5) == []  # no idle timer: they spoke, unheard
+    d(ev.CallerSpeechStarted(at=3.4), 3.5)
+    assert d(ev.CallerSpeechStopped(at=5.5), 5.5) == []  # no idle timer: they spoke, unheard
     out = d(ev.TimerFired("deaf"), 8.0)
     assert d.state == "speaking"
     assert out == [cmd.Synthesize(2, 0, AgentConfig().deaf_notice)]
@@ -452,8 +454,8 @@ def test_the_deaf_notice_waits_while_the_agent_talks_and_is_dropped_when_the_rec
 def test_a_recognizer_back_while_listening_lets_the_idle_timer_run_again():
     d = Drive()
     d.greet()
-    d(ev.SpeechStarted(at=2.4), 2.5)  # the caller talks: the idle timer stops
+    d(ev.CallerSpeechStarted(at=2.4), 2.5)  # the caller talks: the idle timer stops
     d(ev.SttLost("dropped"), 3.0)
-    d(ev.SpeechStopped(at=4.0), 4.0)
+    d(ev.CallerSpeechStopped(at=4.0), 4.0)
     out = d(ev.SttRestored(), 4.5)
     assert out == [cmd.CancelTimer("deaf"), cmd.StartTimer("idle", 12.5)]

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from engine import commands as cmd
 from engine import events as ev
 from engine.config import AgentConfig
-from engine.core import CallCore
+from engine.conversation import Conversation
+from engine.core import Engine, Step, Transition
+from engine.machine import FAST_PATH, CallMachine, Timer, derived, dropped, machine_event
 
 turns = st.integers(0, 6)
 seqs = st.integers(0, 3)
@@ -31,10 +33,10 @@ timers = st.sampled_from(
 
 events = st.one_of(
     st.builds(ev.CallStarted, st.just("c")),
-    st.builds(ev.SpeechStarted, at=st.floats(0, 1)),
-    st.builds(ev.SpeechStopped, at=st.floats(0, 1)),
+    st.builds(ev.CallerSpeechStarted, at=st.floats(0, 1)),
+    st.builds(ev.CallerSpeechStopped, at=st.floats(0, 1)),
     st.builds(ev.Transcript, texts, st.booleans(), st.booleans()),
-    st.builds(ev.UtteranceEnd),
+    st.builds(ev.CallerPaused),
     st.builds(ev.LlmText, turns, st.sampled_from(["Hi. ", "there", "! How ", "?"])),
     st.builds(
         ev.LlmToolCall,
@@ -47,8 +49,8 @@ events = st.one_of(
     st.builds(ev.TtsAudio, turns, seqs, st.binary(min_size=0, max_size=4)),
     st.builds(ev.TtsDone, turns, seqs),
     st.builds(ev.TtsFailed, turns, seqs, st.just("err")),
-    st.builds(ev.PlaybackMarked, st.builds("{}.{}".format, turns, seqs)),
-    st.builds(ev.PlaybackCleared),
+    st.builds(ev.AudioPlayed, st.builds("{}.{}".format, turns, seqs)),
+    st.builds(ev.AudioCleared),
     st.builds(ev.TimerFired, timers),
     st.builds(ev.DtmfPressed, st.sampled_from(["1", "#"])),
     st.builds(ev.SttLost, st.just("dropped")),
@@ -63,7 +65,7 @@ events = st.one_of(
     st.booleans(),
 )
 def test_random_event_sequences_keep_the_invariants(sequence, greeting_interruptible):
-    core = CallCore(AgentConfig(greeting_interruptible=greeting_interruptible))
+    core = Engine(AgentConfig(greeting_interruptible=greeting_interruptible))
     now = 0.0
     cancelled: set[int] = set()
     active: int | None = None
@@ -76,20 +78,20 @@ def test_random_event_sequences_keep_the_invariants(sequence, greeting_interrupt
         if (
             isinstance(event, ev.LlmDone | ev.LlmFailed)
             and step.dropped is None
-            and event.turn == active
+            and event.utterance == active
         ):
             active = None
         for command in step.commands:
             if isinstance(command, cmd.PlayAudio):
-                assert command.turn not in cancelled, "audio of a cancelled turn"
+                assert command.utterance not in cancelled, "audio of a cancelled turn"
             elif isinstance(command, cmd.CancelSynthesis | cmd.CancelCompletion):
-                cancelled.add(command.turn)
+                cancelled.add(command.utterance)
             if isinstance(command, cmd.CancelCompletion):
-                assert command.turn == active
+                assert command.utterance == active
                 active = None
             elif isinstance(command, cmd.StartCompletion):
                 assert active is None, "two completions at once"
-                active = command.turn
+                active = command.utterance
 
 
 FORBIDDEN = {"trio", "httpx", "httpx2", "quart", "quart_trio", "hypercorn", "trio_websocket"}
@@ -110,12 +112,49 @@ def test_the_engine_imports_no_io():
                 assert name.split(".")[0] not in FORBIDDEN, f"{path} imports {name}"
 
 
+class MachineOnly:
+    """A reference stepper: the declared rules, every event through ``CallMachine.send``.
+
+    It applies the same documented steps as the engine (drop rules, a fired timer
+    stops, the derived loop) but never the fast path, so the two must agree.
+    """
+
+    def __init__(self) -> None:
+        self.conversation = Conversation(AgentConfig())
+        self.transitions: list[Transition] = []
+        self.machine = CallMachine(model=self.conversation, listeners=[self])
+
+    def after_transition(self, event, source, target):
+        if source is not target:
+            self.transitions.append(Transition(source.id, target.id, str(event)))
+
+    def step(self, event, now) -> Step:
+        if self.conversation.state == "ended":
+            return Step(dropped="call ended")
+        if (reason := dropped(self.conversation, event)) is not None:
+            return Step(dropped=reason)
+        if isinstance(event, ev.TimerFired):
+            del self.conversation.timers[Timer(event.name)]
+        self.transitions = []
+        self.machine.send(machine_event(event), e=event, now=now)
+        while (name := derived(self.conversation, self.conversation.state)) is not None:
+            self.machine.send(name, e=event, now=now)
+        commands, self.conversation.outbox = tuple(self.conversation.outbox), []
+        return Step(commands, tuple(self.transitions))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(events, st.floats(0, 2)), max_size=60))
-def test_the_compiled_shortcuts_behave_exactly_like_the_machine(sequence):
-    fast, slow = CallCore(), CallCore(shortcuts=False)
+def test_the_fast_path_behaves_exactly_like_the_machine(sequence):
+    fast, slow = Engine(), MachineOnly()
     now = 0.0
     for event, gap in sequence:
         now += gap
         assert fast.step(event, now) == slow.step(event, now)
-        assert fast.state == slow.state
+        assert fast.state == slow.conversation.state
+
+
+def test_the_fast_path_covers_the_frequent_events_while_the_agent_talks():
+    for state in ("thinking", "speaking"):
+        for event in ("llm_text", "tts_audio", "audio_played", "caller_speech_stopped"):
+            assert (state, event) in FAST_PATH or (state, event) == ("thinking", "tts_audio")

@@ -18,7 +18,14 @@ from adapters.media.vad import FrameClassifier, VadSegmenter, VoiceStarted, Voic
 from adapters.offline.espeak import Espeak, EspeakTTS
 from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT
 from adapters.providers.interfaces import CallLink
-from engine.events import SpeechStarted, SpeechStopped, Transcript, TtsAudio, TtsDone, TtsFailed
+from engine.events import (
+    CallerSpeechStarted,
+    CallerSpeechStopped,
+    Transcript,
+    TtsAudio,
+    TtsDone,
+    TtsFailed,
+)
 
 #: Answers a restaurant-booking script expects; they become the recognizer's grammar.
 BOOKING_HINTS = (
@@ -153,7 +160,7 @@ async def test_espeak_tts_emits_chunks_then_done():
     await tts.synthesize(3, 1, "Hello, how can I help you today?", make_link(events))
     *audio, done = events
     assert done == TtsDone(3, 1)
-    assert audio and all(isinstance(e, TtsAudio) and (e.turn, e.seq) == (3, 1) for e in audio)
+    assert audio and all(isinstance(e, TtsAudio) and (e.utterance, e.seq) == (3, 1) for e in audio)
     assert all(len(e.audio) == 1600 for e in audio[:-1]) and 0 < len(audio[-1].audio) <= 1600
     assert 1.0 < sum(len(e.audio) for e in audio) / 8000 < 4.0
 
@@ -170,7 +177,7 @@ async def test_espeak_tts_failure_becomes_tts_failed():
     broken.voice = "xx-gone"  # the voice vanished after construction
     await EspeakTTS(broken).synthesize(2, 5, "Hello.", make_link(events))
     assert len(events) == 1
-    assert isinstance(events[0], TtsFailed) and (events[0].turn, events[0].seq) == (2, 5)
+    assert isinstance(events[0], TtsFailed) and (events[0].utterance, events[0].seq) == (2, 5)
     assert "xx-gone" in events[0].reason
 
 
@@ -288,7 +295,7 @@ async def test_sphinx_stt_emits_vad_events_and_final_transcript(autojump_clock, 
         nursery.start_soon(pace, send, audio)
 
     settled = [e for e in events if not (isinstance(e, Transcript) and not e.is_final)]
-    assert [type(e) for e in settled] == [SpeechStarted, SpeechStopped, Transcript]
+    assert [type(e) for e in settled] == [CallerSpeechStarted, CallerSpeechStopped, Transcript]
     started, stopped, final = settled
     # The first speech frame is at ~1.0 s; stamps are arrival times, one frame late at most.
     assert 0.98 <= started.at - start <= 1.2 and started.source == "vad"
@@ -311,6 +318,6 @@ async def test_sphinx_stt_threaded_ends_utterance_when_audio_closes(caller_audio
     events: list = []
     await stt.run(receive, make_link(events))
     finals = [e for e in events if isinstance(e, Transcript) and e.is_final]
-    assert isinstance(events[0], SpeechStarted)
-    assert any(isinstance(e, SpeechStopped) for e in events)
+    assert isinstance(events[0], CallerSpeechStarted)
+    assert any(isinstance(e, CallerSpeechStopped) for e in events)
     assert len(finals) == 1 and "yes" in heard(finals[0].text)

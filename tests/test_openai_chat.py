@@ -83,10 +83,10 @@ def make_chat(fake: FakeOpenAI, **overrides) -> OpenAIChat:
     return OpenAIChat(ChatSettings(**settings))
 
 
-async def run_turn(chat: OpenAIChat, turn: int = 1) -> Recorder:
+async def run_turn(chat: OpenAIChat, utterance: int = 1) -> Recorder:
     rec = Recorder()
     try:
-        await chat.complete(turn, MESSAGES, rec.link)
+        await chat.complete(utterance, MESSAGES, rec.link)
     finally:
         await chat.aclose()
     return rec
@@ -255,7 +255,7 @@ async def test_failures_become_llm_failed(clock, caplog, fault, reason):
     fake.replies.append(Reply("Sure, one two three four."))
     fake.chat_faults.append(fault)
     async with run_fake_openai(fake):
-        rec = await run_turn(make_chat(fake), turn=7)
+        rec = await run_turn(make_chat(fake), utterance=7)
     assert rec.events[-1] == LlmFailed(7, reason)
     assert not any(isinstance(e, LlmDone) for e in rec.events)
     assert f"failed: {reason}" in caplog.text

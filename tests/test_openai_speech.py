@@ -75,7 +75,7 @@ async def test_first_audio_leaves_before_the_response_ends(clock):
     assert len(sent) > 3 and sent[-1].last
     first_audio = next(i for i, x in enumerate(fake.timeline) if isinstance(x, TtsAudio))
     assert first_audio < fake.timeline.index(sent[-1])
-    assert all(e.turn == 3 and e.seq == 2 for e in rec.events)
+    assert all(e.utterance == 3 and e.seq == 2 for e in rec.events)
     assert all(len(e.audio) for e in rec.events if isinstance(e, TtsAudio))
     assert rec.events[-1] == TtsDone(3, 2)
     [body] = fake.bodies(SPEECH)

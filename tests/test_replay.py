@@ -64,7 +64,7 @@ def test_a_tampered_command_is_reported_with_its_line(tmp_path, capsys):
 
 def test_a_tampered_event_time_changes_the_outcome(tmp_path):
     def change(record):
-        if record.get("event") == "PlaybackMarked":
+        if record.get("event") == "AudioPlayed":
             record["t"] += 100.0
             return True
         return False
@@ -114,7 +114,10 @@ def test_the_graphviz_rendering_names_every_state_and_change(tmp_path):
     text = dot()
     for state in ["greeting", "listening", "thinking", "speaking", "interrupted", "ended"]:
         assert f"{state} ->" in text or f"-> {state} " in text
-    assert 'speaking -> interrupted [label="speech_started [interruptible, long_enough]"]' in text
+    assert (
+        'speaking -> interrupted [label="caller_speech_started [interruptible, long_enough]"]'
+        in text
+    )
     if shutil.which("dot"):
         svg = subprocess.run(["dot", "-Tsvg"], input=text, text=True, capture_output=True)
         assert svg.returncode == 0 and "<svg" in svg.stdout
@@ -124,7 +127,7 @@ def test_streaming_records_wait_for_the_next_record_that_matters():
     """What the OS has seen is always a whole-line prefix of the log."""
     import io
 
-    from engine.calllog import CallLogWriter
+    from engine.calllog import LogWriter
 
     class Disk(io.StringIO):
         seen = ""
@@ -133,7 +136,7 @@ def test_streaming_records_wait_for_the_next_record_that_matters():
             self.seen = self.getvalue()
 
     disk = Disk()
-    writer = CallLogWriter(disk)
+    writer = LogWriter(disk)
     writer.event(1.0, ev.TtsAudio(1, 0, b"\xff" * 160))
     writer.event(1.02, ev.LlmText(1, " six"))
     assert disk.seen == ""

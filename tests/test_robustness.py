@@ -265,10 +265,10 @@ class Ends(Quiet):
     def __init__(self, tool: str, arguments: str = "{}"):
         self.tool, self.arguments = tool, arguments
 
-    async def complete(self, turn, messages, link):
-        await link.emit(ev.LlmText(turn, "Goodbye. "))
-        await link.emit(ev.LlmToolCall(turn, self.tool, self.arguments, "c1"))
-        await link.emit(ev.LlmDone(turn))
+    async def complete(self, utterance, messages, link):
+        await link.emit(ev.LlmText(utterance, "Goodbye. "))
+        await link.emit(ev.LlmToolCall(utterance, self.tool, self.arguments, "c1"))
+        await link.emit(ev.LlmDone(utterance))
 
 
 async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None, close_on_stop=True):

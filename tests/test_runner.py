@@ -21,8 +21,8 @@ class Silent:
         async for _ in audio:
             pass
 
-    async def synthesize(self, turn, seq, text, link):
-        await link.emit(ev.TtsDone(turn, seq))
+    async def synthesize(self, utterance, seq, text, link):
+        await link.emit(ev.TtsDone(utterance, seq))
 
 
 class Frames(Transport):
@@ -103,10 +103,10 @@ class Stalled(Frames):
 class Talkative(Silent):
     """A voice that returns two seconds of audio at once, in 100 ms chunks."""
 
-    async def synthesize(self, turn, seq, text, link):
+    async def synthesize(self, utterance, seq, text, link):
         for _ in range(20):
-            await link.emit(ev.TtsAudio(turn, seq, b"\x7f" * 800))
-        await link.emit(ev.TtsDone(turn, seq))
+            await link.emit(ev.TtsAudio(utterance, seq, b"\x7f" * 800))
+        await link.emit(ev.TtsDone(utterance, seq))
 
 
 async def test_a_stalled_socket_does_not_delay_a_barge_in_and_unsent_audio_is_dropped(
@@ -125,7 +125,7 @@ async def test_a_stalled_socket_does_not_delay_a_barge_in_and_unsent_audio_is_dr
         nursery.start_soon(session.serve_socket, socket)
         await trio.sleep(1.0)  # the greeting's 2 s of audio is queued; one frame got out
         assert len(socket.sent) == 1
-        await session.events_tx.send(ev.SpeechStarted(at=session.now(), source="vad"))
+        await session.events_tx.send(ev.CallerSpeechStarted(at=session.now(), source="vad"))
         await trio.sleep(0.2)  # past barge_in_min_speech, socket still stalled
         records = [json.loads(line) for line in session.path.read_text().split("\n")[:-1]]
         assert "ClearAudio" in [r.get("command") for r in records], "the engine was not blocked"

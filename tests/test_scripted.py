@@ -26,7 +26,7 @@ def make_link(events: list[Event]) -> CallLink:
 
 
 async def reply_to(
-    said: list[str], brain: ScriptedBrain | None = None, turn: int = 1
+    said: list[str], brain: ScriptedBrain | None = None, utterance: int = 1
 ) -> list[Event]:
     """Events of the reply to the last of ``said``, with the agent's earlier replies in between."""
     brain = brain or ScriptedBrain(SCRIPT)
@@ -35,7 +35,7 @@ async def reply_to(
     for n, text in enumerate(said):
         messages.append(Message("user", text))
         events = []
-        await brain.complete(turn + n, tuple(messages), make_link(events))
+        await brain.complete(utterance + n, tuple(messages), make_link(events))
         messages.append(Message("assistant", spoken(events)))
     return events
 
@@ -116,10 +116,10 @@ async def test_fallback_without_any_user_message() -> None:
 
 
 async def test_goodbye_ends_the_call_after_its_text() -> None:
-    events = await reply_to(["no thanks bye"], turn=7)
+    events = await reply_to(["no thanks bye"], utterance=7)
     assert events[-2:] == [LlmToolCall(7, "end_call", "{}", "scripted"), LlmDone(7)]
     texts = events[:-2]
-    assert all(isinstance(e, LlmText) and e.turn == 7 for e in texts)
+    assert all(isinstance(e, LlmText) and e.utterance == 7 for e in texts)
     assert spoken(texts) == "Thank you for calling Trattoria Roma. Goodbye!"
 
 

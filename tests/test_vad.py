@@ -4,7 +4,7 @@ import pytest
 
 from adapters.media.vad import LocalVad, make_classifier
 from adapters.offline.espeak import Espeak
-from engine.events import SpeechStarted, SpeechStopped
+from engine.events import CallerSpeechStarted, CallerSpeechStopped
 
 SILENCE = b"\xff" * 8000  # 1 s
 
@@ -37,8 +37,8 @@ def test_local_vad_reports_onset_and_offset_with_first_frame_times(kind, speech)
     events = []
     for n, i in enumerate(range(0, len(audio) - 159, 160)):  # the phone's 20 ms frames
         events += detector.feed(audio[i : i + 160], now=n * 0.02)
-    started = [e for e in events if isinstance(e, SpeechStarted)]
-    stopped = [e for e in events if isinstance(e, SpeechStopped)]
+    started = [e for e in events if isinstance(e, CallerSpeechStarted)]
+    stopped = [e for e in events if isinstance(e, CallerSpeechStopped)]
     assert started and stopped and events[0] == started[0]
     assert 0.9 <= started[0].at <= 1.3  # the speech begins after 1 s of silence
     assert started[0].source == "vad"

@@ -38,9 +38,9 @@ from adapters.providers.interfaces import (
 from adapters.vobiz import protocol as vobiz
 from engine import commands as cmd
 from engine import events as ev
-from engine.calllog import CallLogWriter, LoggedCall
+from engine.calllog import LoggedEngine, LogWriter
 from engine.config import AgentConfig
-from engine.core import CallCore
+from engine.core import Engine
 
 logger = logging.getLogger("voice_agent.call")
 
@@ -67,7 +67,7 @@ class Providers:
     names: dict[str, str] = attrs.field(factory=dict)
     #: A local VAD beside the recognizer for fast barge-in (None: the recognizer's own).
     vad: VoiceActivity | None = None
-    #: Whether the recognizer's SpeechStarted/SpeechStopped reach the engine.
+    #: Whether the recognizer's CallerSpeechStarted/CallerSpeechStopped reach the engine.
     stt_speech_events: bool = True
 
     def warm(self) -> None:
@@ -157,10 +157,10 @@ class CallSession:
         # per call cost more than the detector itself.
         vad = options.providers.vad
         self.vad: VoiceDetector | None = vad.detector() if vad is not None else None
-        self.core = CallCore(options.config)
+        self.core = Engine(options.config)
         wall = datetime.datetime.now(datetime.UTC)
         self.path, self._file = create_log(options.log_dir, self.call_id, wall)
-        self.writer = CallLogWriter(self._file, options.record_audio)
+        self.writer = LogWriter(self._file, options.record_audio)
         self.writer.header(
             call_id=self.call_id,
             stream_id=start.stream_id,
@@ -172,7 +172,7 @@ class CallSession:
             config=options.config.to_dict(),
             versions=options.versions,
         )
-        self.engine = LoggedCall(self.core, self.writer)
+        self.engine = LoggedEngine(self.core, self.writer)
         self.t0 = trio.current_time()
         self.end_reason = "unknown"
         self.dropped_audio = 0
@@ -431,9 +431,9 @@ class CallSession:
             self._offer(self.audio_tx, audio)
             return self._detect_voice(audio)
         if isinstance(message, vobiz.PlayedStream):
-            return [ev.PlaybackMarked(message.name)]
+            return [ev.AudioPlayed(message.name)]
         if isinstance(message, vobiz.ClearedAudio):
-            return [ev.PlaybackCleared()]
+            return [ev.AudioCleared()]
         if isinstance(message, vobiz.Dtmf):
             return [ev.DtmfPressed(message.digit)]
         if isinstance(message, vobiz.Stop):
@@ -483,26 +483,26 @@ class CallSession:
 
     async def _emit_words_only(self, event: ev.Event) -> None:
         """The recognizer's voice events are dropped when the local VAD drives barge-in."""
-        if not isinstance(event, ev.SpeechStarted | ev.SpeechStopped):
+        if not isinstance(event, ev.CallerSpeechStarted | ev.CallerSpeechStopped):
             await self._emit(event)
 
-    async def _run_llm(self, turn: int, messages: tuple, scope: trio.CancelScope) -> None:
+    async def _run_llm(self, utterance: int, messages: tuple, scope: trio.CancelScope) -> None:
         with scope:
             try:
-                await self.options.providers.llm.complete(turn, messages, self.link)
+                await self.options.providers.llm.complete(utterance, messages, self.link)
             except Exception as exc:
-                self.log.exception("completion %d failed", turn)
-                await self._emit(ev.LlmFailed(turn, f"error: {exc!r}"[:200]))
-        self._llm.pop(turn, None)
+                self.log.exception("completion %d failed", utterance)
+                await self._emit(ev.LlmFailed(utterance, f"error: {exc!r}"[:200]))
+        self._llm.pop(utterance, None)
 
-    async def _run_tts(self, turn: int, seq: int, text: str, scope: trio.CancelScope) -> None:
+    async def _run_tts(self, utterance: int, seq: int, text: str, scope: trio.CancelScope) -> None:
         with scope:
             async with self._tts_slots:
                 try:
-                    await self.options.providers.tts.synthesize(turn, seq, text, self.link)
+                    await self.options.providers.tts.synthesize(utterance, seq, text, self.link)
                 except Exception as exc:
-                    self.log.exception("synthesis %d.%d failed", turn, seq)
-                    await self._emit(ev.TtsFailed(turn, seq, f"error: {exc!r}"[:200]))
+                    self.log.exception("synthesis %d.%d failed", utterance, seq)
+                    await self._emit(ev.TtsFailed(utterance, seq, f"error: {exc!r}"[:200]))
 
     async def _run_timer(self, name: str, at: float, scope: trio.CancelScope) -> None:
         with scope:
@@ -558,19 +558,19 @@ class CallSession:
                 # Audio not yet written is dropped here rather than sent and then cleared.
                 self._outbox = deque(m for m in self._outbox if not isinstance(m, vobiz.PlayAudio))
                 self._queue(vobiz.ClearAudio())
-            case cmd.StartCompletion(turn=turn, messages=messages):
+            case cmd.StartCompletion(utterance=utterance, messages=messages):
                 scope = trio.CancelScope()
-                self._llm[turn] = scope
-                nursery.start_soon(self._run_llm, turn, messages, scope)
-            case cmd.CancelCompletion(turn=turn):
-                if (scope := self._llm.pop(turn, None)) is not None:
+                self._llm[utterance] = scope
+                nursery.start_soon(self._run_llm, utterance, messages, scope)
+            case cmd.CancelCompletion(utterance=utterance):
+                if (scope := self._llm.pop(utterance, None)) is not None:
                     scope.cancel()
-            case cmd.Synthesize(turn=turn, seq=seq, text=text):
+            case cmd.Synthesize(utterance=utterance, seq=seq, text=text):
                 scope = trio.CancelScope()
-                self._tts[turn].append(scope)
-                nursery.start_soon(self._run_tts, turn, seq, text, scope)
-            case cmd.CancelSynthesis(turn=turn):
-                for scope in self._tts.pop(turn, []):
+                self._tts[utterance].append(scope)
+                nursery.start_soon(self._run_tts, utterance, seq, text, scope)
+            case cmd.CancelSynthesis(utterance=utterance):
+                for scope in self._tts.pop(utterance, []):
                     scope.cancel()
             case cmd.StartTimer(name=name, at=at):
                 if (old := self._timers.pop(name, None)) is not None:

@@ -21,7 +21,7 @@ import numpy as np
 import webrtcvad
 
 from adapters.media.audio import FRAME_BYTES, PHONE_RATE, Framer, ulaw_decode
-from engine.events import Event, SpeechStarted, SpeechStopped
+from engine.events import CallerSpeechStarted, CallerSpeechStopped, Event
 
 #: Seconds in one phone frame.
 FRAME_SECONDS = FRAME_BYTES / PHONE_RATE
@@ -150,9 +150,9 @@ def make_classifier(kind: str = "webrtc", mode: int = 2) -> FrameClassifier | Si
 class LocalVad:
     """Barge-in from the caller's audio itself: webrtcvad, no network round trip.
 
-    A cloud recognizer's ``SpeechStarted`` arrives after the audio crossed the
+    A cloud recognizer's ``CallerSpeechStarted`` arrives after the audio crossed the
     network and was analysed; this one fires ``onset_s`` after the first
-    speech frame reached us. It emits only ``SpeechStarted``/``SpeechStopped``
+    speech frame reached us. It emits only ``CallerSpeechStarted``/``CallerSpeechStopped``
     (source ``"vad"``); words still come from the recognizer.
     """
 
@@ -184,12 +184,12 @@ class VadDetector:
         self.framer = Framer()
 
     def feed(self, chunk: bytes, now: float) -> list[Event]:
-        """SpeechStarted/SpeechStopped (source ``"vad"``) completed by this audio, if any."""
+        """CallerSpeechStarted/CallerSpeechStopped (source ``"vad"``) completed by this audio, if any."""
         out: list[Event] = []
         for frame in self.framer.push(chunk):
             change = self.segmenter.push(self.classifier.is_speech(frame), now)
             if isinstance(change, VoiceStarted):
-                out.append(SpeechStarted(at=change.at, source="vad"))
+                out.append(CallerSpeechStarted(at=change.at, source="vad"))
             elif isinstance(change, VoiceStopped):
-                out.append(SpeechStopped(at=change.at, source="vad"))
+                out.append(CallerSpeechStopped(at=change.at, source="vad"))
         return out

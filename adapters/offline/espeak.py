@@ -157,10 +157,10 @@ class EspeakTTS:
         self.espeak = espeak if espeak is not None else Espeak()
         self.chunk_bytes = max(1, PHONE_RATE * chunk_ms // 1000)
 
-    async def synthesize(self, turn: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
         """Emit TtsAudio chunks of sentence ``seq``, then TtsDone (or TtsFailed)."""
         if not text.strip():
-            await link.emit(TtsDone(turn, seq))
+            await link.emit(TtsDone(utterance, seq))
             return
         try:
             audio = await trio.to_thread.run_sync(
@@ -168,9 +168,9 @@ class EspeakTTS:
             )
         except Exception as exc:
             reason = f"espeak: {exc}"
-            link.log.warning("tts turn %d seq %d failed: %s", turn, seq, reason)
-            await link.emit(TtsFailed(turn, seq, reason))
+            link.log.warning("tts utterance %d seq %d failed: %s", utterance, seq, reason)
+            await link.emit(TtsFailed(utterance, seq, reason))
             return
         for start in range(0, len(audio), self.chunk_bytes):
-            await link.emit(TtsAudio(turn, seq, audio[start : start + self.chunk_bytes]))
-        await link.emit(TtsDone(turn, seq))
+            await link.emit(TtsAudio(utterance, seq, audio[start : start + self.chunk_bytes]))
+        await link.emit(TtsDone(utterance, seq))

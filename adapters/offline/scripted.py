@@ -336,13 +336,13 @@ class ScriptedBrain:
     script: Script = attrs.field(factory=load_script)
     word_delay: float = 0.0
 
-    async def complete(self, turn: int, messages: tuple[Message, ...], link: CallLink) -> None:
+    async def complete(self, utterance: int, messages: tuple[Message, ...], link: CallLink) -> None:
         """Stream the scripted reply word by word, then hang up if the intent says so."""
         intent, reply = choose(self.script, messages)
         link.log.debug("scripted intent %s", intent.name if intent else "<fallback>")
         for piece in re.findall(r"\s*\S+", reply):
             await trio.sleep(self.word_delay)
-            await link.emit(LlmText(turn, piece))
+            await link.emit(LlmText(utterance, piece))
         if intent is not None and intent.end_call:
-            await link.emit(LlmToolCall(turn, "end_call", "{}", "scripted"))
-        await link.emit(LlmDone(turn))
+            await link.emit(LlmToolCall(utterance, "end_call", "{}", "scripted"))
+        await link.emit(LlmDone(utterance))

@@ -35,7 +35,7 @@ from adapters.media.vad import (
     make_classifier,
 )
 from adapters.providers.interfaces import AudioSource, CallLink
-from engine.events import SpeechStarted, SpeechStopped, Transcript
+from engine.events import CallerSpeechStarted, CallerSpeechStopped, Transcript
 
 _T = TypeVar("_T")
 
@@ -135,8 +135,8 @@ class SphinxRecognizer:
 class SphinxSTT:
     """The offline :class:`~adapters.providers.interfaces.SpeechToText`: local VAD plus pocketsphinx.
 
-    At onset it emits ``SpeechStarted`` dated to the first speech frame; at
-    offset ``SpeechStopped`` and the utterance's final ``Transcript``;
+    At onset it emits ``CallerSpeechStarted`` dated to the first speech frame; at
+    offset ``CallerSpeechStopped`` and the utterance's final ``Transcript``;
     in between, an interim ``Transcript`` about every ``interim_s`` when the
     guess changed. The frames just before onset (``preroll_s``) are decoded
     too, so a word's soft start is not cut.
@@ -199,7 +199,7 @@ class SphinxSTT:
                 last_frame_at = at
                 event = segmenter.push(classifier.is_speech(frame), at)
                 if isinstance(event, VoiceStarted):
-                    await link.emit(SpeechStarted(at=event.at, source="vad"))
+                    await link.emit(CallerSpeechStarted(at=event.at, source="vad"))
                     await self._call(recognizer.start)
                     pending = [*recent, frame]
                     recent.clear()
@@ -226,7 +226,7 @@ class SphinxSTT:
             await self._end_utterance(recognizer, last_frame_at + FRAME_SECONDS, link)
 
     async def _end_utterance(self, recognizer: SphinxRecognizer, at: float, link: CallLink) -> None:
-        await link.emit(SpeechStopped(at=at, source="vad"))
+        await link.emit(CallerSpeechStopped(at=at, source="vad"))
         text = await self._call(recognizer.finish)
         if text:
             await link.emit(Transcript(text, is_final=True, speech_final=True))

@@ -36,7 +36,7 @@ from trio_websocket import (
 
 from adapters.providers.interfaces import AudioSource, CallLink
 from adapters.providers.wsclient import open_client
-from engine.events import SpeechStarted, SttLost, SttRestored, Transcript, UtteranceEnd
+from engine.events import CallerPaused, CallerSpeechStarted, SttLost, SttRestored, Transcript
 
 BYTES_PER_SECOND = 8000
 
@@ -322,14 +322,14 @@ class _Session:
         link = self.link
         if kind == "Results":
             await self._results(message)
-        elif kind == "SpeechStarted":
+        elif kind == "CallerSpeechStarted":
             offset = round(float(message.get("timestamp", 0.0)) * BYTES_PER_SECOND)
             at = self.backlog.call_time_of(offset)
             if at is None:
                 at = link.now() - max(0, self.offset - offset) / BYTES_PER_SECOND
-            await link.emit(SpeechStarted(at=at, source="stt"))
-        elif kind == "UtteranceEnd":
-            await link.emit(UtteranceEnd())
+            await link.emit(CallerSpeechStarted(at=at, source="stt"))
+        elif kind == "CallerPaused":
+            await link.emit(CallerPaused())
         elif kind == "Metadata":
             link.log.info(
                 "deepgram stt: metadata request_id=%s duration=%s",

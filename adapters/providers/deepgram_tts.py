@@ -60,10 +60,10 @@ class DeepgramSpeech:
 
     settings: AuraSettings = attrs.Factory(AuraSettings)
 
-    async def synthesize(self, turn: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
         """Stream sentence ``seq``: TtsAudio*, then TtsDone or TtsFailed."""
         if not text.strip():
-            await link.emit(TtsDone(turn, seq))
+            await link.emit(TtsDone(utterance, seq))
             return
         settings = self.settings
         started = link.now()
@@ -74,25 +74,25 @@ class DeepgramSpeech:
                 try:
                     await ws.send_message(json.dumps({"type": "Speak", "text": text}))
                     await ws.send_message(json.dumps({"type": "Flush"}))
-                    await self._receive(ws, turn, seq, link, started)
+                    await self._receive(ws, utterance, seq, link, started)
                 except trio.Cancelled:
                     await self._clear(ws)
                     raise
                 await _send_quietly(ws, {"type": "Close"})
         except trio.TooSlowError:
-            await self._failed(turn, seq, link, f"no reply within {settings.reply_timeout} s")
+            await self._failed(utterance, seq, link, f"no reply within {settings.reply_timeout} s")
         except HandshakeError as exc:
-            await self._failed(turn, seq, link, f"handshake failed: {_describe(exc)}")
+            await self._failed(utterance, seq, link, f"handshake failed: {_describe(exc)}")
         except ConnectionClosed as exc:
             reason = exc.reason
             await self._failed(
-                turn, seq, link, f"closed with {reason.code} ({reason.reason or reason.name})"
+                utterance, seq, link, f"closed with {reason.code} ({reason.reason or reason.name})"
             )
         except OSError as exc:
-            await self._failed(turn, seq, link, f"network error: {exc}")
+            await self._failed(utterance, seq, link, f"network error: {exc}")
 
     async def _receive(
-        self, ws: WebSocketConnection, turn: int, seq: int, link: CallLink, started: float
+        self, ws: WebSocketConnection, utterance: int, seq: int, link: CallLink, started: float
     ) -> None:
         first = True
         while True:
@@ -105,16 +105,16 @@ class DeepgramSpeech:
                     first = False
                     link.log.info(
                         "deepgram tts: first audio of %d/%d after %.3f s",
-                        turn,
+                        utterance,
                         seq,
                         link.now() - started,
                     )
-                await link.emit(TtsAudio(turn, seq, message))
+                await link.emit(TtsAudio(utterance, seq, message))
                 continue
             data = json.loads(message)
             kind = data.get("type")
             if kind == "Flushed":
-                await link.emit(TtsDone(turn, seq))
+                await link.emit(TtsDone(utterance, seq))
                 return
             if kind == "Warning":
                 link.log.warning(
@@ -130,9 +130,9 @@ class DeepgramSpeech:
             scope.shield = True
             await _send_quietly(ws, {"type": "Clear"})
 
-    async def _failed(self, turn: int, seq: int, link: CallLink, reason: str) -> None:
-        link.log.warning("deepgram tts: sentence %d/%d failed: %s", turn, seq, reason)
-        await link.emit(TtsFailed(turn, seq, reason))
+    async def _failed(self, utterance: int, seq: int, link: CallLink, reason: str) -> None:
+        link.log.warning("deepgram tts: sentence %d/%d failed: %s", utterance, seq, reason)
+        await link.emit(TtsFailed(utterance, seq, reason))
 
 
 async def _send_quietly(ws: WebSocketConnection, message: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ class CallLink:
 
 
 class SpeechToText(Protocol):
-    """Streams caller audio in, sends SpeechStarted/Transcript/UtteranceEnd out."""
+    """Streams caller audio in, sends CallerSpeechStarted/Transcript/CallerPaused out."""
 
     async def run(self, audio: AudioSource, link: CallLink) -> None:
         """Run until ``audio`` closes or the task is cancelled."""
@@ -54,7 +54,7 @@ class VoiceDetector(Protocol):
     """One call's local VAD, fed each caller chunk inline in the receive path."""
 
     def feed(self, chunk: bytes, now: float) -> list[Event]:
-        """The SpeechStarted/SpeechStopped this audio completes, if any."""
+        """The CallerSpeechStarted/CallerSpeechStopped this audio completes, if any."""
 
 
 class VoiceActivity(Protocol):
@@ -66,12 +66,12 @@ class VoiceActivity(Protocol):
 class LanguageModel(Protocol):
     """Streams one reply: LlmText*, LlmToolCall*, then LlmDone or LlmFailed."""
 
-    async def complete(self, turn: int, messages: tuple[Message, ...], link: CallLink) -> None:
-        """Stream the reply of ``turn``; cancellation stops it at once."""
+    async def complete(self, utterance: int, messages: tuple[Message, ...], link: CallLink) -> None:
+        """Stream the reply of ``utterance``; cancellation stops it at once."""
 
 
 class TextToSpeech(Protocol):
     """Turns one sentence into 8 kHz mu-law: TtsAudio*, then TtsDone or TtsFailed."""
 
-    async def synthesize(self, turn: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
         """Stream the audio of sentence ``seq``; cancellation stops it at once."""

@@ -165,17 +165,19 @@ class OpenAIChat:
         """Release pooled connections (call it in the run that used this model)."""
         await self._client.aclose()
 
-    async def complete(self, turn: int, messages: tuple[Message, ...], link: CallLink) -> None:
-        """Stream the reply of ``turn``, running user tools between rounds, then LlmDone."""
+    async def complete(self, utterance: int, messages: tuple[Message, ...], link: CallLink) -> None:
+        """Stream the reply of ``utterance``, running user tools between rounds, then LlmDone."""
         history: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in messages]
         try:
             for round_no in range(self.settings.max_tool_rounds + 1):
                 last = round_no == self.settings.max_tool_rounds
-                said = await self._stream_round(turn, history, link, allow_tools=not last)
+                said = await self._stream_round(utterance, history, link, allow_tools=not last)
                 calls = said.tool_calls()
                 builtin = [c for c in calls if c.name in BUILTIN_NAMES]
                 for call in builtin:
-                    await link.emit(LlmToolCall(turn, call.name, _json_object(call, link), call.id))
+                    await link.emit(
+                        LlmToolCall(utterance, call.name, _json_object(call, link), call.id)
+                    )
                 if builtin or not calls:
                     break
                 await self._run_tools("".join(said.text) or None, calls, history, link)
@@ -183,13 +185,13 @@ class OpenAIChat:
             reason = failure_reason(exc)
             if reason is None:
                 raise
-            link.log.warning("llm turn %d failed: %s (%s)", turn, reason, exc)
-            await link.emit(LlmFailed(turn, reason))
+            link.log.warning("llm utterance %d failed: %s (%s)", utterance, reason, exc)
+            await link.emit(LlmFailed(utterance, reason))
             return
-        await link.emit(LlmDone(turn))
+        await link.emit(LlmDone(utterance))
 
     async def _stream_round(
-        self, turn: int, history: list[dict[str, Any]], link: CallLink, allow_tools: bool
+        self, utterance: int, history: list[dict[str, Any]], link: CallLink, allow_tools: bool
     ) -> _Round:
         s = self.settings
         request: dict[str, Any] = {
@@ -231,15 +233,15 @@ class OpenAIChat:
                         if first is None:
                             first = link.now() - started
                         result.text.append(delta.content)
-                        await link.emit(LlmText(turn, delta.content))
+                        await link.emit(LlmText(utterance, delta.content))
                     for fragment in delta.tool_calls or ():
                         if first is None:
                             first = link.now() - started
                         result.add_tool_fragment(fragment)
         usage = result.usage
         link.log.info(
-            "llm turn %d: first token %s s, %s prompt + %s completion tokens",
-            turn,
+            "llm utterance %d: first token %s s, %s prompt + %s completion tokens",
+            utterance,
             "-" if first is None else f"{first:.3f}",
             getattr(usage, "prompt_tokens", "?"),
             getattr(usage, "completion_tokens", "?"),

@@ -56,10 +56,10 @@ class OpenAISpeech:
         """Release pooled connections (call it in the run that used this voice)."""
         await self._client.aclose()
 
-    async def synthesize(self, turn: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
         """Stream sentence ``seq`` as TtsAudio chunks, then TtsDone (or TtsFailed)."""
         if not text.strip():
-            await link.emit(TtsDone(turn, seq))
+            await link.emit(TtsDone(utterance, seq))
             return
         s = self.settings
         options: dict = {}
@@ -80,22 +80,22 @@ class OpenAISpeech:
                     if audio:
                         if first is None:
                             first = link.now() - started
-                        await link.emit(TtsAudio(turn, seq, audio))
+                        await link.emit(TtsAudio(utterance, seq, audio))
         except Exception as exc:
             reason = failure_reason(exc)
             if reason is None:
                 raise
-            link.log.warning("tts turn %d seq %d failed: %s (%s)", turn, seq, reason, exc)
-            await link.emit(TtsFailed(turn, seq, reason))
+            link.log.warning("tts utterance %d seq %d failed: %s (%s)", utterance, seq, reason, exc)
+            await link.emit(TtsFailed(utterance, seq, reason))
             return
         tail = encoder.flush()
         if tail:
-            await link.emit(TtsAudio(turn, seq, tail))
+            await link.emit(TtsAudio(utterance, seq, tail))
         link.log.info(
-            "tts turn %d seq %d: first audio %s s, %d chars",
-            turn,
+            "tts utterance %d seq %d: first audio %s s, %d chars",
+            utterance,
             seq,
             "-" if first is None else f"{first:.3f}",
             len(text),
         )
-        await link.emit(TtsDone(turn, seq))
+        await link.emit(TtsDone(utterance, seq))
