@@ -141,7 +141,7 @@ class InboundProbe:
         self.since_send = array("d")
 
     def install(self) -> None:
-        from adapters.app import server
+        from adapters.app import media_socket as server
         from bench.caller import MEDIA_PREFIX
 
         head = MEDIA_PREFIX.decode()
@@ -212,9 +212,9 @@ async def server_main(args: argparse.Namespace) -> None:
     from adapters.app.cli import serve_on_loopback
     from adapters.app.server import create_app
     from adapters.app.settings import ServerSettings
-    from adapters.call.runner import Providers
     from adapters.media.vad import LocalVad
     from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
+    from adapters.providers.interfaces import Providers
     from adapters.providers.openai_chat import ChatSettings, OpenAIChat
     from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
     from engine.config import AgentConfig

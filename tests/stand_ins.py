@@ -6,7 +6,7 @@ MockClock use these instead of the offline speech providers.
 
 import trio
 
-from adapters.call.runner import Providers
+from adapters.providers.interfaces import Providers
 from engine import events as ev
 
 

@@ -26,7 +26,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from adapters.app.settings import ServerSettings
-from adapters.call.runner import Providers
+from adapters.providers.interfaces import Providers
 from adapters.providers.wsclient import open_client
 from adapters.simulator.caller import stream_url
 from engine.config import AgentConfig
@@ -50,15 +50,15 @@ async def answer(base: str, call_id: str, **form) -> httpx.Response:
 
 async def wait_live(app, call_id: str) -> None:
     with trio.fail_after(10):
-        while call_id not in app.hub.live:
+        while call_id not in app.switchboard.live:
             await trio.sleep(0.01)
 
 
 async def finished(app, count: int = 1) -> list[Path]:
     with trio.fail_after(20):
-        while len(app.hub.finished) < count:
+        while len(app.switchboard.finished_logs) < count:
             await trio.sleep(0.01)
-    return list(app.hub.finished)
+    return list(app.switchboard.finished_logs)
 
 
 async def refused(url: str) -> bool:
@@ -83,7 +83,7 @@ async def test_a_second_socket_with_a_live_calls_token_is_refused(tmp_path, capl
             assert await refused(url)  # the attacker's socket never reaches the call
             greeting = json.loads(await caller.get_message())  # the caller still hears the agent
             assert greeting["event"] == "playAudio"
-            assert "victim" in app.hub.live
+            assert "victim" in app.switchboard.live
         (path,) = await finished(app)
     assert "refused media socket: the call's media socket is open" in caplog.text
     lines = path.read_text().split("\n")
@@ -101,7 +101,7 @@ async def test_a_token_dies_with_its_call_and_answer_mints_no_new_token_for_it(t
         await finished(app)
         ended_again = await answer(app.base_url, "done")
         assert await refused(url)
-        assert len(app.hub.finished) == 1  # no second call, no second log
+        assert len(app.switchboard.finished_logs) == 1  # no second call, no second log
     assert live_again.status_code == ended_again.status_code == 409
     assert "<Stream" not in live_again.text + ended_again.text
     assert len(list((tmp_path / "calls").iterdir())) == 1
@@ -246,7 +246,7 @@ async def test_huge_answer_forms_are_refused_and_memory_stays_flat(tmp_path):
                     assert reply.status_code == 413
                 refused += 1
         grown = resident_kib() - before
-        assert app.hub.book.held == 0
+        assert app.switchboard.book.held == 0
     assert refused == 60
     assert grown < 20_000, f"{grown} KiB more after 60 oversized answers"
 
@@ -322,7 +322,7 @@ async def test_call_ids_that_squash_alike_get_logs_of_their_own(tmp_path):
 def test_a_log_is_created_never_truncated(tmp_path):
     import datetime
 
-    from adapters.call.runner import create_log, log_path
+    from adapters.call.record import create_log, log_path
 
     wall = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     taken = log_path(tmp_path, "c-1", wall)

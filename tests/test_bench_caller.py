@@ -14,13 +14,13 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
 from adapters.app.settings import ServerSettings
-from adapters.call.runner import Providers
 from adapters.media.audio import ulaw_encode
 from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
+from adapters.providers.interfaces import Providers
 from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 from adapters.simulator.caller import CallerLine, CallerScript
-from adapters.vobiz import protocol as vobiz
+from adapters.vobiz import outbound
 from bench.caller import client_text_frame, played_seconds, run_calls
 from engine.config import AgentConfig
 from fixtures.fake_deepgram import run_fake_deepgram
@@ -75,7 +75,7 @@ async def test_two_lean_calls_get_replies_and_a_clean_barge_in(tmp_path):
         with trio.fail_after(20):
             outcomes = await run_calls(app.base_url, SCRIPT, speak=loud, starts=(0.0, 0.1))
         with trio.fail_after(5):  # the server finishes both logs after the hang-ups
-            await app.hub.idle.wait()
+            await app.switchboard.idle.wait()
     assert len(outcomes) == 2
     for out in outcomes:
         assert out.error is None, out.error
@@ -93,8 +93,8 @@ async def test_two_lean_calls_get_replies_and_a_clean_barge_in(tmp_path):
         assert abs(out.frames_sent - SCRIPT.hang_up_after / 0.02) <= 2
         assert out.frames_late < out.frames_sent / 2
     # Both calls reached the server's logs, and ended.
-    assert len(app.hub.finished) == 2
-    for path in app.hub.finished:
+    assert len(app.switchboard.finished_logs) == 2
+    for path in app.switchboard.finished_logs:
         records = [json.loads(line) for line in path.read_text().split("\n")[:-1]]
         assert records[-1]["kind"] == "footer"
 
@@ -118,6 +118,6 @@ def test_hand_made_frames_parse_as_client_text_frames():
 
 def test_play_audio_duration_comes_from_the_base64_length():
     for n in (1, 2, 3, 160, 4000, 4001):
-        frame = vobiz.play_audio("stream-1", b"\xff" * n)
+        frame = outbound.play_audio("stream-1", b"\xff" * n)
         assert played_seconds(frame) == n / 8000
-    assert played_seconds(vobiz.clear_audio("s")) is None
+    assert played_seconds(outbound.clear_audio("s")) is None

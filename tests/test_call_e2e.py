@@ -9,9 +9,9 @@ import trio
 from serving import running_server
 
 from adapters.app.settings import ServerSettings
-from adapters.call.runner import Providers
 from adapters.media.audio import ulaw_encode
 from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
+from adapters.providers.interfaces import Providers
 from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 from adapters.simulator.caller import CallerLine, CallerScript, simulate
@@ -67,10 +67,10 @@ async def run_call(tmp_path, script, provider_options=None, speak=loud, **fake_k
     ):
         result = await simulate(app.base_url, script, speak=speak)
         for _ in range(100):
-            if app.hub.finished:
+            if app.switchboard.finished_logs:
                 break
             await trio.sleep(0.05)
-        return result, app.hub.finished, openai
+        return result, app.switchboard.finished_logs, openai
 
 
 BARGE_IN = CallerScript(

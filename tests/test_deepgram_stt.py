@@ -10,7 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from adapters.providers.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import CallerPaused, CallerSpeechStarted, SttLost, SttRestored, Transcript
 from fixtures.fake_deepgram import run_fake_deepgram, silence, tone
@@ -18,12 +18,12 @@ from fixtures.fake_deepgram import run_fake_deepgram, silence, tone
 KEY = "test-key"
 
 
-def make_link(events: list) -> CallLink:
+def make_link(events: list) -> ProviderLink:
     async def emit(event) -> None:
         events.append(event)
 
     log = logging.LoggerAdapter(logging.getLogger("test.deepgram"), {"call_id": "c1"})
-    return CallLink(call_id="c1", emit=emit, now=trio.current_time, log=log)
+    return ProviderLink(call_id="c1", emit=emit, now=trio.current_time, log=log)
 
 
 def settings_for(fake, **overrides) -> DeepgramSettings:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from adapters.providers.deepgram_tts import AuraSettings, DeepgramSpeech
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
 from fixtures.fake_deepgram import run_fake_deepgram, speech_audio
@@ -17,14 +17,14 @@ from fixtures.fake_deepgram import run_fake_deepgram, speech_audio
 KEY = "test-key"
 
 
-def make_link(events: list, on_event=None) -> CallLink:
+def make_link(events: list, on_event=None) -> ProviderLink:
     async def emit(event) -> None:
         events.append(event)
         if on_event is not None:
             on_event(event)
 
     log = logging.LoggerAdapter(logging.getLogger("test.deepgram"), {"call_id": "c1"})
-    return CallLink(call_id="c1", emit=emit, now=trio.current_time, log=log)
+    return ProviderLink(call_id="c1", emit=emit, now=trio.current_time, log=log)
 
 
 def speech_for(fake, **overrides) -> DeepgramSpeech:

@@ -6,7 +6,7 @@ import logging
 import pytest
 import trio
 
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 from engine import events as ev
@@ -28,7 +28,9 @@ async def _talk(base_url: str) -> list:
     async def emit(event) -> None:
         seen.append(event)
 
-    link = CallLink("c", emit, trio.current_time, logging.LoggerAdapter(logging.getLogger(), {}))
+    link = ProviderLink(
+        "c", emit, trio.current_time, logging.LoggerAdapter(logging.getLogger(), {})
+    )
     chat = OpenAIChat(ChatSettings(base_url=base_url, api_key="k"))
     voice = OpenAISpeech(SpeechSettings(base_url=base_url, api_key="k", model="tts-1"))
     try:

@@ -17,7 +17,7 @@ from adapters.media.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode
 from adapters.media.vad import FrameClassifier, VadSegmenter, VoiceStarted, VoiceStopped
 from adapters.offline.espeak import Espeak, EspeakTTS
 from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from engine.events import (
     CallerSpeechStarted,
     CallerSpeechStopped,
@@ -65,11 +65,11 @@ CALLER_LINES = [
 ]
 
 
-def make_link(events: list) -> CallLink:
+def make_link(events: list) -> ProviderLink:
     async def emit(event) -> None:
         events.append(event)
 
-    return CallLink(
+    return ProviderLink(
         call_id="test",
         emit=emit,
         now=trio.current_time,

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 import trio
 
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 from adapters.providers.tools import Tool, load_tools, tool
 from engine.commands import Message
@@ -61,12 +61,12 @@ def clock():
 
 
 class Recorder:
-    """A CallLink whose emit records events with the call time they arrived."""
+    """A ProviderLink whose emit records events with the call time they arrived."""
 
     def __init__(self) -> None:
         self.events: list = []
         self.times: list[float] = []
-        self.link = CallLink(
+        self.link = ProviderLink(
             call_id="test-call",
             emit=self.emit,
             now=trio.current_time,
@@ -306,7 +306,7 @@ async def test_cancelling_mid_stream_stops_at_once(clock):
             if isinstance(event, LlmText) and event.text:
                 first_text.set()
 
-        link = CallLink(rec.link.call_id, emit, rec.link.now, rec.link.log)
+        link = ProviderLink(rec.link.call_id, emit, rec.link.now, rec.link.log)
         async with trio.open_nursery() as nursery:
             scope = trio.CancelScope()
 

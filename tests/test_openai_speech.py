@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from adapters.media.audio import PhoneEncoder
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 from engine.events import TtsAudio, TtsDone, TtsFailed
 from fixtures.fake_openai import (
@@ -31,12 +31,12 @@ def clock():
 
 
 class Recorder:
-    """A CallLink that writes each event onto ``timeline`` next to what the fake sent."""
+    """A ProviderLink that writes each event onto ``timeline`` next to what the fake sent."""
 
     def __init__(self, timeline: list) -> None:
         self.timeline = timeline
         self.events: list = []
-        self.link = CallLink(
+        self.link = ProviderLink(
             call_id="test-call",
             emit=self.emit,
             now=trio.current_time,

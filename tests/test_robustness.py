@@ -19,7 +19,8 @@ from trio_websocket import ConnectionClosed
 from adapters.app.cli import serve_on_loopback
 from adapters.app.server import create_app
 from adapters.app.settings import ServerSettings
-from adapters.call.runner import STT_BUFFER_FRAMES, Providers
+from adapters.call.runner import STT_BUFFER_FRAMES
+from adapters.providers.interfaces import Providers
 from adapters.providers.wsclient import open_client
 from adapters.simulator.caller import CallerLine, CallerScript, simulate, stream_url
 from engine import events as ev
@@ -59,7 +60,7 @@ async def read_up_to_sentinel(ws, app, call_id: str) -> None:
     with contextlib.suppress(ConnectionClosed):
         await ws.send_message(SENTINEL)
     with trio.fail_after(10):
-        while (session := app.hub.live.get(call_id)) is not None:
+        while (session := app.switchboard.live.get(call_id)) is not None:
             if '"name":"sentinel"' in session.path.read_text():
                 return
             await trio.sleep(0.01)
@@ -67,9 +68,9 @@ async def read_up_to_sentinel(ws, app, call_id: str) -> None:
 
 async def finished(app, count: int = 1) -> list[Path]:
     with trio.fail_after(10):
-        while len(app.hub.finished) < count:
+        while len(app.switchboard.finished_logs) < count:
             await trio.sleep(0.01)
-    return list(app.hub.finished)
+    return list(app.switchboard.finished_logs)
 
 
 def records(path: Path) -> list[dict]:
@@ -245,7 +246,7 @@ async def test_shutdown_drains_refuses_new_calls_and_ends_live_ones(tmp_path):
         async with open_client(url) as ws:
             await ws.send_message(start("live"))
             with trio.fail_after(5):
-                while "live" not in app.hub.live:
+                while "live" not in app.switchboard.live:
                     await trio.sleep(0.01)
             shutdown.set()
             async with httpx.AsyncClient() as client:
@@ -284,7 +285,7 @@ async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None, close_on_st
             vobiz_api_url=fake.url,
         )
         async with running_server(s, AgentConfig(), providers) as app:
-            app.hub.stop_grace = 0.5
+            app.switchboard.stop_grace = 0.5
             fake.live_calls["call-rest"] = {}
             if fail:
                 fake.fail_next(fail, "no such call")
@@ -356,7 +357,7 @@ async def test_a_reconnected_stream_continues_the_same_call_on_the_new_socket(tm
                     if frame["event"] == "checkpoint":
                         break
             assert frame["streamId"] == "stream-2"
-            assert len(app.hub.live) == 1
+            assert len(app.switchboard.live) == 1
         (path,) = await finished(app)
     recs = records(path)
     assert [r["kind"] for r in recs].count("header") == 1

@@ -1,11 +1,12 @@
-"""CallSession on its own: a call driven through an in-memory transport."""
+"""CallRunner on its own: a call driven through an in-memory transport."""
 
 import base64
 import json
 
 import trio
 
-from adapters.call.runner import CallOptions, CallSession, Providers, Transport
+from adapters.call.runner import CallOptions, CallRunner
+from adapters.providers.interfaces import Providers, Transport
 from adapters.vobiz.protocol import Start
 from engine import events as ev
 from engine.config import AgentConfig
@@ -46,7 +47,7 @@ async def test_a_webhook_after_the_footer_is_not_written_and_does_not_raise(tmp_
         providers=Providers(stt=silent, llm=silent, tts=silent),
         log_dir=tmp_path,
     )
-    session = CallSession(Start("call-1", "stream-1"), options)
+    session = CallRunner(Start("call-1", "stream-1"), options)
     async with trio.open_nursery() as nursery:
         await nursery.start(session.run)
         await session.serve_socket(Frames([json.dumps({"event": "stop"})]))
@@ -73,7 +74,7 @@ def test_settling_warms_the_providers_and_freezes_the_heap_out_of_the_collector(
     voice = Warmable()
 
     class App:
-        class hub:
+        class switchboard:
             providers = Providers(stt=voice, llm=voice, tts=voice)
 
     thresholds = gc.get_threshold()
@@ -118,7 +119,7 @@ async def test_a_stalled_socket_does_not_delay_a_barge_in_and_unsent_audio_is_dr
         providers=Providers(stt=voice, llm=voice, tts=voice),
         log_dir=tmp_path,
     )
-    session = CallSession(Start("call-1", "stream-1"), options)
+    session = CallRunner(Start("call-1", "stream-1"), options)
     socket = Stalled()
     async with trio.open_nursery() as nursery:
         await nursery.start(session.run)
@@ -153,7 +154,7 @@ async def test_a_failing_inline_vad_is_noted_once_and_the_call_goes_on(tmp_path)
         providers=Providers(stt=silent, llm=silent, tts=silent, vad=Broken()),
         log_dir=tmp_path,
     )
-    session = CallSession(Start("call-1", "stream-1"), options)
+    session = CallRunner(Start("call-1", "stream-1"), options)
     payload = base64.b64encode(b"\xff" * 160).decode()
     media = json.dumps({"event": "media", "media": {"payload": payload}})
     async with trio.open_nursery() as nursery:

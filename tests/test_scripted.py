@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from adapters.offline.scripted import Script, ScriptedBrain, ScriptError, load_script
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from engine.commands import Message
 from engine.events import Event, LlmDone, LlmText, LlmToolCall
 
@@ -17,12 +17,12 @@ SCRIPT = load_script(None)
 REPLIES = {intent.name: intent.replies for intent in SCRIPT.intents}
 
 
-def make_link(events: list[Event]) -> CallLink:
+def make_link(events: list[Event]) -> ProviderLink:
     async def emit(event: Event) -> None:
         events.append(event)
 
     log = logging.LoggerAdapter(logging.getLogger("test"), {})
-    return CallLink("call-1", emit, trio.current_time, log)
+    return ProviderLink("call-1", emit, trio.current_time, log)
 
 
 async def reply_to(

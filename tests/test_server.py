@@ -11,7 +11,7 @@ import trio
 from serving import running_server
 
 from adapters.app.settings import ServerSettings
-from adapters.call.runner import Providers
+from adapters.providers.interfaces import Providers
 from adapters.vobiz import signature
 from engine.config import AgentConfig
 
@@ -75,7 +75,7 @@ async def test_answer_returns_stream_xml_with_a_signed_token(tmp_path):
     url = stream_url(response.text)
     assert url.startswith(app.base_url.replace("http://", "ws://") + "/ws?token=")
     token = url.split("token=", 1)[1]
-    assert app.hub.tokens.verify(token, time.time()) == "call-1"
+    assert app.switchboard.tokens.verify(token, time.time()) == "call-1"
     assert health.status_code == 200
     assert json.loads(health.text)["status"] == "ok"
     assert json.loads(health.text)["active_calls"] == 0
@@ -85,7 +85,7 @@ async def test_answer_returns_stream_xml_with_a_signed_token(tmp_path):
 async def test_the_media_socket_refuses_bad_tokens_before_any_provider(tmp_path, problem):
     async with running_server(settings(tmp_path), AgentConfig(), UNTOUCHABLE) as app:
         ws = app.base_url.replace("http://", "ws://") + "/ws"
-        tokens = app.hub.tokens
+        tokens = app.switchboard.tokens
         good = tokens.issue("call-1", time.time())
         url = {
             "missing": ws,
@@ -126,7 +126,7 @@ async def test_over_max_calls_or_draining_new_calls_get_a_busy_message(tmp_path)
     async with running_server(settings(tmp_path, max_calls=0), AgentConfig(), UNTOUCHABLE) as app:
         async with httpx.AsyncClient() as client:
             response = await answer(client, app.base_url)
-        app.hub.draining = True
+        app.switchboard.draining = True
         async with httpx.AsyncClient() as client:
             health = await client.get(f"{app.base_url}/health")
     root = ET.fromstring(response.text)

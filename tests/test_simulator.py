@@ -24,7 +24,8 @@ from adapters.simulator.caller import (
     simulate,
     stream_url,
 )
-from adapters.vobiz import protocol as vobiz
+from adapters.vobiz import outbound
+from adapters.vobiz import xml as vobiz_xml
 
 SILENT = b"\xff" * 160
 LOUD = b"\x00"  # mu-law full scale
@@ -58,7 +59,7 @@ class FakeAgent:
         async def answer():
             self.forms.append(("answer", dict(await request.form)))
             url = f"ws://{request.host}/ws?token=t1&call=x"
-            return Response(vobiz.answer_xml(url, None), content_type="application/xml")
+            return Response(vobiz_xml.answer_xml(url, None), content_type="application/xml")
 
         @app.post("/hangup")
         async def hangup():
@@ -78,8 +79,8 @@ class FakeAgent:
     async def play(self, stream: str, seconds: float, name: str) -> None:
         audio = b"\x10" * int(8000 * seconds)
         for i in range(0, len(audio), 160):
-            await self.send(vobiz.play_audio(stream, audio[i : i + 160]))
-        await self.send(vobiz.checkpoint(stream, name))
+            await self.send(outbound.play_audio(stream, audio[i : i + 160]))
+        await self.send(outbound.checkpoint(stream, name))
 
     async def talk(self) -> None:
         stream = ""
@@ -96,7 +97,7 @@ class FakeAgent:
                 if msg["name"] == "reply":
                     replying = False
                 if msg["name"] == "bye":
-                    await self.send(vobiz.stop(stream))
+                    await self.send(outbound.stop(stream))
                     return
             elif event == "media":
                 voiced = base64.b64decode(msg["media"]["payload"]) != SILENT
@@ -104,10 +105,10 @@ class FakeAgent:
                     talking = True
                     if replying:
                         replying = False
-                        await self.send(vobiz.clear_audio(stream))
+                        await self.send(outbound.clear_audio(stream))
                         if self.stale:
                             for _ in range(3):
-                                await self.send(vobiz.play_audio(stream, b"\x10" * 160))
+                                await self.send(outbound.play_audio(stream, b"\x10" * 160))
                 quiet = 0 if voiced else quiet + 1
                 if talking and quiet == 5:  # 100 ms of silence ends the utterance
                     talking = False
@@ -253,5 +254,5 @@ def test_the_default_caller_voice_is_phone_audio():
 
 
 def test_stream_url_is_the_unescaped_element_text():
-    xml = vobiz.answer_xml("ws://h:1/ws?token=a&b=c", None)
+    xml = vobiz_xml.answer_xml("ws://h:1/ws?token=a&b=c", None)
     assert stream_url(xml) == "ws://h:1/ws?token=a&b=c"

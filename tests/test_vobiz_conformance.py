@@ -23,7 +23,7 @@ from stand_ins import Ear, Hears, Talker
 from adapters.app import cli
 from adapters.app.server import create_app
 from adapters.app.settings import ServerSettings
-from adapters.call.runner import Providers
+from adapters.providers.interfaces import Providers
 from adapters.simulator import vobiz_rules
 from adapters.simulator.caller import CallerScript, signed_headers, simulate
 from engine.config import AgentConfig
@@ -54,9 +54,9 @@ def notes(recs, what) -> list[dict]:
 
 async def finished(app, count: int = 1):
     with trio.fail_after(30):
-        while len(app.hub.finished) < count:
+        while len(app.switchboard.finished_logs) < count:
             await trio.sleep(0.01)
-    return list(app.hub.finished)
+    return list(app.switchboard.finished_logs)
 
 
 def speak(text: str) -> bytes:
@@ -133,7 +133,7 @@ async def test_a_reconnect_long_after_the_answer_goes_on_with_the_new_stream(
     providers = Providers(stt=Hears(at_frame=(minutes + 3) * 50), llm=Talker(), tts=Talker())
     async with running_server(settings(tmp_path, stream_retries=1), config, providers) as app:
         wall = time.time() - trio.current_time()
-        app.hub.wall_clock = lambda: wall + trio.current_time()
+        app.switchboard.wall_clock = lambda: wall + trio.current_time()
         script = CallerScript(lines=(), hang_up_after=minutes + 6, drop_stream_at=minutes)
         result = await simulate(app.base_url, script, speak=speak)
         (path,) = await finished(app)
@@ -236,7 +236,7 @@ async def call_in_progress(app, script: CallerScript, **kw):
 
         nursery.start_soon(call)
         with trio.fail_after(10):
-            while "live-1" not in app.hub.live:
+            while "live-1" not in app.switchboard.live:
                 await trio.sleep(0.01)
         yield out
 
@@ -252,7 +252,7 @@ async def test_an_unsigned_hangup_leaves_a_live_call_alone_until_its_socket_clos
             async with httpx.AsyncClient() as client:
                 forged = await client.post(f"{app.base_url}/hangup", data=HANGUP)
             await trio.sleep(0.5)
-            assert "live-1" in app.hub.live  # the caller is still on the line
+            assert "live-1" in app.switchboard.live  # the caller is still on the line
         (path,) = await finished(app)
     assert forged.status_code == 200
     recs = records(path)

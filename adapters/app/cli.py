@@ -65,7 +65,7 @@ def settle(app) -> None:
     default threshold of 700 collected the young generation ~55 times a second and
     promoted short-lived objects into full collections; see :data:`GC_THRESHOLDS`.
     """
-    app.hub.providers.warm()
+    app.switchboard.providers.warm()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -80,7 +80,7 @@ async def serve_app(
 
     from adapters.app import hypercorn_repair
 
-    hub = app.hub
+    board = app.switchboard
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = 5.0
@@ -94,18 +94,18 @@ async def serve_app(
 
     async def drained() -> None:
         await shutdown.wait()
-        hub.draining = True
-        if hub.live:
-            log.info("draining: waiting for %d live call(s)", len(hub.live))
-            with trio.move_on_after(hub.settings.drain_timeout):
-                await hub.idle.wait()
-            for session in list(hub.live.values()):
+        board.draining = True
+        if board.live:
+            log.info("draining: waiting for %d live call(s)", len(board.live))
+            with trio.move_on_after(board.settings.drain_timeout):
+                await board.idle.wait()
+            for session in list(board.live.values()):
                 session.end_from_outside("server shutdown")
             with trio.move_on_after(3):
-                await hub.idle.wait()
+                await board.idle.wait()
             # Vobiz posts each call's hang-up after its stream closed: answer them, then go.
             with trio.move_on_after(FINAL_HANGUP_WAIT):
-                await hub.hangups_in.wait()
+                await board.hangups_in.wait()
 
     hypercorn_repair.install()
     settle(app)
@@ -118,10 +118,10 @@ async def serve_app(
             )
             task_status.started(binds)
     finally:
-        await hub.providers.aclose()
-        if hub.rest is not None:
+        await board.providers.aclose()
+        if board.rest is not None:
             with trio.move_on_after(2, shield=True):
-                await hub.rest.aclose()
+                await board.rest.aclose()
 
 
 async def serve_on_loopback(nursery: trio.Nursery, app, shutdown: trio.Event) -> str:
@@ -135,7 +135,7 @@ async def serve_on_loopback(nursery: trio.Nursery, app, shutdown: trio.Event) ->
         )
     )
     base = binds[0].replace("0.0.0.0", "127.0.0.1")
-    app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
+    app.switchboard.settings = attrs.evolve(app.switchboard.settings, public_url=base)
     return base
 
 

@@ -42,8 +42,8 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
         host="127.0.0.1", port=0, stt="offline", llm="scripted", tts="offline"
     )
     app = build_app(settings)
-    hub = app.hub
-    console.print(f"[bold]{_describe(hub)}[/bold]")
+    board = app.switchboard
+    console.print(f"[bold]{_describe(board)}[/bold]")
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         base = await serve_on_loopback(nursery, app, shutdown)
@@ -52,13 +52,13 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
             base, DEMO_SCRIPT, on_event=functools.partial(print_entry, console=console)
         )
         with trio.move_on_after(10):
-            while hub.live or not hub.finished:
+            while board.live or not board.finished_logs:
                 await trio.sleep(0.05)
         shutdown.set()
-    if not hub.finished:
+    if not board.finished_logs:
         console.print("[red]demo failed: the server wrote no call log[/red]")
         return 1
-    log_path = Path(hub.finished[-1])
+    log_path = Path(board.finished_logs[-1])
     wav_path = Path(wav) if wav else log_path.with_suffix(".wav")
     result.write_wav(wav_path)
     console.print()
@@ -89,10 +89,10 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
     return 0
 
 
-def _describe(hub) -> str:
+def _describe(board) -> str:
     from adapters.app.wiring import describe
 
-    return describe(hub.providers)
+    return describe(board.providers)
 
 
 async def demo_main(args) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from adapters.app.settings import ServerSettings
-from adapters.call.runner import Providers
+from adapters.providers.interfaces import Providers
 from engine.config import AgentConfig
 
 

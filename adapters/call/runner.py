@@ -1,99 +1,48 @@
-"""One call, run as one trio nursery: the providers, the timers and the engine.
+"""One call, run as one trio nursery: a small supervisor of the call's tasks.
 
 Everything that happens to the call becomes an engine event on **one**
-memory channel, so the call log is the true order of things. Each media
-socket is read by its own task (:meth:`CallSession.serve_socket`, in the
-socket's handler) that does nothing but translate, forward and run the local
-VAD (microseconds a frame): hypercorn buffers only ten inbound messages per
-socket (``max_app_queue_size``), so slow work must never run there, and caller
-audio goes straight to the recognizer's own bounded channel, never through the
-engine. Each completion, synthesis and timer runs in a
-cancel scope of its own, so the engine's Cancel* commands take effect at
-once. The call outlives its socket, so a stream Vobiz reconnects continues
-the same conversation.
+memory channel, so the call log is the true order of things. The parts:
+
+- the media socket's reader (:meth:`CallRunner.serve_socket`, in the socket's
+  handler) hands each frame to the call's sans-I/O :class:`MediaSession` and
+  forwards what it means; caller audio goes to the recognizer's own bounded
+  channel and the inline local VAD, never through the engine (hypercorn buffers
+  only ten inbound messages per socket, so nothing slow runs there);
+- the engine loop takes each event, logs it, steps the engine and carries out
+  its commands: the phone's go to the media session's outbox, the rest to
+  :class:`ProviderWork` (completions, syntheses, timers, each cancellable);
+- the sender writes the outbox to the socket, so the engine never waits on it
+  and a barge-in is not queued behind seconds of reply audio.
+
+The call outlives its socket: with stream retries on, a stream Vobiz reconnects
+continues the same conversation, and only such a reconnect may join a live call.
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import logging
-from collections import Counter, defaultdict, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 import trio
 
-from adapters.media.audio import Framer, InboundConverter, OutboundConverter
-from adapters.providers.interfaces import (
-    CallLink,
-    LanguageModel,
-    SpeechToText,
-    TextToSpeech,
-    VoiceActivity,
-    VoiceDetector,
-)
-from adapters.vobiz import protocol as vobiz
+from adapters.call.record import CallRecord, call_logger
+from adapters.call.work import ProviderWork
+from adapters.providers.interfaces import ProviderLink, Providers, Transport, VoiceDetector
+from adapters.vobiz.protocol import ProtocolError, Start
+from adapters.vobiz.session import CallerAudio, MediaSession, StartedAgain
+from adapters.vobiz.status import StreamStatus
 from engine import commands as cmd
 from engine import events as ev
-from engine.calllog import LoggedEngine, LogWriter
 from engine.config import AgentConfig
 from engine.core import Engine
-
-logger = logging.getLogger("voice_agent.call")
 
 #: Caller audio waiting for the recognizer: 5 s of 20 ms frames, then frames are dropped.
 STT_BUFFER_FRAMES = 250
 #: Events waiting for the engine (the engine handles one in tens of microseconds).
 EVENT_BUFFER = 1000
-#: Syntheses allowed to run ahead of playback.
-TTS_LOOKAHEAD = 2
-
-
-class CallLogger(logging.LoggerAdapter):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[call {self.extra['call_id']}] {msg}", kwargs
-
-
-@attrs.frozen
-class Providers:
-    """What a call talks to; ``stt`` is a factory because a recognizer holds per-call state."""
-
-    stt: Callable[[], SpeechToText]
-    llm: LanguageModel
-    tts: TextToSpeech
-    names: dict[str, str] = attrs.field(factory=dict)
-    #: A local VAD beside the recognizer for fast barge-in (None: the recognizer's own).
-    vad: VoiceActivity | None = None
-    #: Whether the recognizer's CallerSpeechStarted/CallerSpeechStopped reach the engine.
-    stt_speech_events: bool = True
-
-    def warm(self) -> None:
-        """Pay start-up costs (clients, lazy imports) before the first caller waits on them."""
-        for provider in (self.llm, self.tts):
-            warm = getattr(provider, "warm", None)
-            if warm is not None:
-                warm()
-
-    async def aclose(self) -> None:
-        """Close pooled connections (they belong to the trio run that opened them)."""
-        for provider in (self.llm, self.tts):
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                with trio.move_on_after(2, shield=True):
-                    await close()
-
-
-class Transport:
-    """The media socket as the runner needs it; the ASGI socket and test clients both fit."""
-
-    async def receive(self) -> str | bytes:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    async def send(self, text: str) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
 
 
 @attrs.define
@@ -115,93 +64,49 @@ class CallOptions:
     stop_grace: float = 5.0
 
 
-def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
-    """A name that says when and which call, and that two call ids never share.
-
-    The readable part squashes the id to file-name-safe characters, so ``a/b``
-    and ``a.b`` would look alike: a hash of the whole id tells them apart.
-    """
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in call_id)
-    tag = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return log_dir / f"{wall:%Y%m%dT%H%M%S}_{safe[:60]}_{tag}.jsonl"
-
-
-def create_log(log_dir: Path, call_id: str, wall: datetime.datetime) -> tuple[Path, IO[str]]:
-    """Open a new call log, never an existing one: a log is never truncated or shared."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_path(log_dir, call_id, wall)
-    for n in range(2, 1000):
-        try:
-            return path, path.open("x", encoding="utf-8")
-        except FileExistsError:
-            path = path.with_name(f"{log_path(log_dir, call_id, wall).stem}-{n}.jsonl")
-    raise FileExistsError(f"no free log name for call {call_id!r} in {log_dir}")
-
-
-class CallSession:
+class CallRunner:
     """A live call from the media stream's ``start`` to the footer of its log."""
 
-    def __init__(
-        self, start: vobiz.Start, options: CallOptions, caller: str = "", callee: str = ""
-    ):
-        self.start = start
-        self.options = options
+    def __init__(self, start: Start, options: CallOptions, caller: str = "", callee: str = ""):
         self.call_id = start.call_id
-        self.log = CallLogger(logger, {"call_id": self.call_id})
+        self.options = options
+        self.log = call_logger(self.call_id)
+        self.media = MediaSession(start, options.max_frame_bytes)
         self.events_tx, self.events_rx = trio.open_memory_channel[ev.Event](EVENT_BUFFER)
         self.audio_tx, self.audio_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
-        self.inbound = InboundConverter(start.encoding, start.sample_rate)
-        self.outbound = OutboundConverter(start.encoding, start.sample_rate)
-        self.framer = Framer()
         # The local VAD runs inline in the receive path: a channel and a task of its own
         # per call cost more than the detector itself.
         vad = options.providers.vad
         self.vad: VoiceDetector | None = vad.detector() if vad is not None else None
-        self.core = Engine(options.config)
-        wall = datetime.datetime.now(datetime.UTC)
-        self.path, self._file = create_log(options.log_dir, self.call_id, wall)
-        self.writer = LogWriter(self._file, options.record_audio)
-        self.writer.header(
-            call_id=self.call_id,
-            stream_id=start.stream_id,
+        self.engine = Engine(options.config)
+        self.record = CallRecord(
+            options.log_dir,
+            start,
+            self.engine,
+            options.record_audio,
             caller=caller,
             callee=callee,
-            started_at=wall.isoformat(),
-            media_format={"encoding": start.encoding, "sample_rate": start.sample_rate},
             providers=options.providers.names,
             config=options.config.to_dict(),
             versions=options.versions,
         )
-        self.engine = LoggedEngine(self.core, self.writer)
+        self.path = self.record.path
         self.t0 = trio.current_time()
         self.end_reason = "unknown"
         self.dropped_audio = 0
         self.protocol_errors: Counter[str] = Counter()
-        self._llm: dict[int, trio.CancelScope] = {}
-        self._tts: dict[int, list[trio.CancelScope]] = defaultdict(list)
-        self._timers: dict[str, trio.CancelScope] = {}
-        self._tts_slots = trio.Semaphore(TTS_LOOKAHEAD)
+        self.link = ProviderLink(self.call_id, self._emit, self.now, self.log)
+        self.work = ProviderWork(options.providers, self.link, self.t0)
         self._nursery: trio.Nursery | None = None
         self._transport: Transport | None = None
-        self._sockets = 0  # sockets served so far; the newest one is the live one
-        # What goes to the caller waits here for the sender task: the engine never waits on
-        # the socket, so a barge-in is not queued behind seconds of reply audio being written.
-        self._outbox: deque[vobiz.Outbound] = deque()
         self._outbox_changed = trio.Event()
         self._outbox_idle = trio.Event()
         self._outbox_idle.set()
-        self._socket_scope: trio.CancelScope | None = None
-        self._socket_open = False
-        self._reconnects = 0
-        self._gave_up = False  # the reconnect window passed
-        self._hangup_reported = False  # an unsigned hang-up webhook came while the socket was open
+        self._line = _Line()
         self.hangup_heard = False  # the platform's hang-up webhook for this call came
         self._stop_sent = False
-        # Set when the line is known to be down: the socket closed, or the platform said so.
-        self._line_closed = trio.Event()
-        self.link = CallLink(self.call_id, self._emit, self.now, self.log)
 
-    # -- time and events -------------------------------------------------------------
+    # -- time, events, notes -----------------------------------------------------------
     def now(self) -> float:
         """Call time, to the microsecond (the log and the engine see the same number)."""
         return round(trio.current_time() - self.t0, 6)
@@ -209,9 +114,12 @@ class CallSession:
     async def _emit(self, event: ev.Event) -> None:
         await self.events_tx.send(event)
 
+    def note(self, what: str, **fields: Any) -> None:
+        self.record.note(self.now(), what, **fields)
+
     def end_from_outside(self, reason: str) -> None:
         """The platform says the call is over (hang-up webhook, drain): end it now."""
-        self._line_closed.set()
+        self._line.closed.set()
         try:
             self.events_tx.send_nowait(ev.CallEnded(reason))
         except (trio.WouldBlock, trio.ClosedResourceError):
@@ -219,14 +127,7 @@ class CallSession:
                 self.end_reason = reason
                 self._nursery.cancel_scope.cancel()
 
-    def note(self, what: str, **fields: Any) -> None:
-        """Add a runner note to the log; once the footer is written, the log is finished."""
-        if self._file.closed:
-            # A webhook can arrive between the footer and the socket handler's exit.
-            self.log.info("after the end: %s %s (not logged)", what, fields)
-            return
-        self.writer.note(self.now(), what, **fields)
-
+    # -- what the webhooks tell the call -------------------------------------------------
     def refuses_socket(self) -> str | None:
         """Why a new media socket may not join this call now; None when it is a fair reconnect.
 
@@ -234,13 +135,14 @@ class CallSession:
         socket is open, a second one presenting the same token is an attempt to
         take the call over.
         """
-        if self.core.ended or self._gave_up or self._hangup_reported:
+        line = self._line
+        if self.engine.ended or line.gave_up or line.hangup_reported:
             return "call has ended"
-        if self._socket_open:
+        if line.open:
             return "the call's media socket is open (a second socket is refused)"
         if self.options.reconnect_window <= 0:
             return "stream retries are off"
-        if self._reconnects >= self.options.max_reconnects:
+        if line.reconnects >= self.options.max_reconnects:
             return "no stream retries left"
         return None
 
@@ -252,33 +154,30 @@ class CallSession:
         waiting for a reconnect that will not come.
         """
         self.hangup_heard = True
-        if self._socket_open:
-            self._hangup_reported = True
+        if self._line.open:
+            self._line.hangup_reported = True
             self.log.info("unsigned hangup webhook while the media socket is open: ends with it")
             return
         self.note("hangup_webhook", signed=False, **fields)
         self.end_from_outside("hangup webhook")
 
-    def stream_status(self, status: vobiz.StreamStatus) -> None:
+    def stream_status(self, status: StreamStatus) -> None:
         """A (signed) stream status callback: kept in the log, trouble also on the console."""
         self.note("stream_status", **status.for_log())
         if status.trouble:
             self.log.warning("stream trouble: %s", status.for_log())
 
-    # -- the call --------------------------------------------------------------------
+    # -- the call ------------------------------------------------------------------------
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the call until it ends; the log always gets its footer.
-
-        Sockets come and go through :meth:`serve_socket`: with stream retries on,
-        Vobiz reconnects a dropped stream and the same conversation goes on.
-        """
+        """Run the call until it ends; the log always gets its footer."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.work.start(nursery)
                 task_status.started()
-                nursery.start_soon(self._run_stt)
+                nursery.start_soon(self.work.recognize, self.audio_rx)
                 nursery.start_soon(self._run_sender)
-                await self.events_tx.send(ev.CallStarted(self.call_id, self.start.stream_id))
+                await self.events_tx.send(ev.CallStarted(self.call_id, self.media.stream_id))
                 await self._engine_loop()
                 await self._flush_outbox()
                 if self._stop_sent:
@@ -291,50 +190,67 @@ class CallSession:
             with trio.move_on_after(2, shield=True):
                 self._finish()
             # The call is over: stop reading its socket, so the handler closes it.
-            if self._socket_scope is not None:
-                self._socket_scope.cancel()
+            self._line.scope.cancel()
 
-    async def serve_socket(self, transport: Transport, start: vobiz.Start | None = None) -> None:
+    async def _engine_loop(self) -> None:
+        async for event in self.events_rx:
+            if isinstance(event, ev.CallEnded):
+                self.end_reason = event.reason
+            for command in self.record.engine.handle(event, self.now()):
+                await self._carry_out(command)
+            if self.engine.ended:
+                return
+
+    def _finish(self) -> None:
+        if not self.engine.ended:
+            # Cancelled from outside (the server cancelled the socket's handler, e.g. at shutdown):
+            # the engine still hears how the call ended, so the log tells the whole story.
+            if self.end_reason == "unknown":
+                self.end_reason = "socket closed"
+            self.record.engine.handle(ev.CallEnded(self.end_reason), self.now())
+        self.record.finish(
+            self.now(),
+            reason=self.end_reason,
+            final_state=self.engine.state,
+            dropped_audio_frames=self.dropped_audio,
+            protocol_errors=dict(self.protocol_errors),
+        )
+        self.log.info("ended (%s); log %s", self.end_reason, self.path)
+
+    # -- the media socket ------------------------------------------------------------------
+    async def serve_socket(self, transport: Transport, start: Start | None = None) -> None:
         """Carry one media socket's frames into the call until the socket goes away.
 
         ``start`` is given for a reconnected stream (a fresh ``start``, new stream id,
         same call): later frames go out on the new socket.
         """
+        line = self._line
         if start is not None:
-            self._reconnects += 1
+            line.reconnects += 1
             self.note("stream_reconnected", stream_id=start.stream_id)
             self.log.info("stream reconnected as %s", start.stream_id)
-            self.start = start
-            self.inbound = InboundConverter(start.encoding, start.sample_rate)
-            self.outbound = OutboundConverter(start.encoding, start.sample_rate)
-            self.framer.reset()
+            self.media.reconnected(start)
         self._transport = transport
-        self._sockets += 1
-        self._socket_open = True
-        mine = self._sockets
+        mine = line.opened()
         try:
-            with trio.CancelScope() as self._socket_scope:
-                if self.core.ended:
-                    return
-                await self._receive(transport)
+            with line.scope:
+                if not self.engine.ended:
+                    await self._receive(transport)
         finally:
             self._socket_lost(mine)
 
     def _socket_lost(self, which: int) -> None:
         """The socket closed (or its handler was cancelled): end the call, or wait for a retry."""
-        if which != self._sockets:
-            return  # an old socket
-        self._socket_open = False
-        self._line_closed.set()
-        if self.core.ended:
-            return
-        if self._hangup_reported:
+        line = self._line
+        if not line.lost(which) or self.engine.ended:
+            return  # an old socket, or the call is already over
+        if line.hangup_reported:
             self.note("hangup_webhook", signed=False)
             self.end_from_outside("hangup webhook")
             return
         window = self.options.reconnect_window
-        if window > 0 and self._reconnects < self.options.max_reconnects and self._nursery:
-            self._line_closed = trio.Event()  # a reconnect opens the line again
+        if window > 0 and line.reconnects < self.options.max_reconnects and self._nursery:
+            line.closed = trio.Event()  # a reconnect opens the line again
             self.note("stream_lost", waiting=window)
             self._nursery.start_soon(self._await_reconnect, which, window)
         else:
@@ -342,56 +258,11 @@ class CallSession:
 
     async def _await_reconnect(self, which: int, window: float) -> None:
         await trio.sleep(window)
-        if which == self._sockets:
-            self._gave_up = True
-            self._line_closed.set()
+        if which == self._line.sockets:
+            self._line.gave_up = True
+            self._line.closed.set()
             await self.events_tx.send(ev.CallEnded("socket closed (no reconnect)"))
 
-    async def _confirm_hangup(self) -> None:
-        """After our ``stop``, Vobiz ends the call and closes the stream; check that it did.
-
-        Vobiz documents that a ``stop`` with no XML after the Stream ends the call
-        (hangup cause 4010), so the REST hang-up is only the fallback for a stream
-        that stays open past :attr:`CallOptions.stop_grace`.
-        """
-        with trio.move_on_after(self.options.stop_grace):
-            await self._line_closed.wait()
-            self.note("hangup", via="stop", ok=True)
-            return
-        if self.options.on_hangup is None:
-            self.note("hangup", via="stop", ok=False, error="stream still open; no REST API")
-            return
-        await self._best_effort("rest_hangup", self.options.on_hangup(self.call_id))
-
-    async def _engine_loop(self) -> None:
-        async for event in self.events_rx:
-            if isinstance(event, ev.CallEnded):
-                self.end_reason = event.reason
-            for command in self.engine.handle(event, self.now()):
-                await self._dispatch(command)
-            if self.core.ended:
-                return
-
-    def _finish(self) -> None:
-        if not self.core.ended:
-            # Cancelled from outside (the server cancelled the socket's handler, e.g. at shutdown):
-            # the engine still hears how the call ended, so the log tells the whole story.
-            if self.end_reason == "unknown":
-                self.end_reason = "socket closed"
-            self.engine.handle(ev.CallEnded(self.end_reason), self.now())
-        self.writer.footer(
-            self.now(),
-            reason=self.end_reason,
-            duration=self.now(),
-            final_state=self.core.state,
-            dropped_audio_frames=self.dropped_audio,
-            protocol_errors=dict(self.protocol_errors),
-            turns=[t.as_dict() for t in self.writer.latency.turns()],
-        )
-        self._file.close()
-        self.log.info("ended (%s); log %s", self.end_reason, self.path)
-
-    # -- inbound: translate and forward, nothing else ----------------------------------------
     async def _receive(self, transport: Transport) -> None:
         """Translate and forward, nothing else; returns when the socket closes or the stream ends."""
         seen_unknown: set[str] = set()
@@ -400,49 +271,33 @@ class CallSession:
                 frame = await transport.receive()
             except Exception:  # the socket closed: the normal end of a Vobiz call
                 return
-            if self.core.ended:
+            if self.engine.ended:
                 continue  # the call is over: read and discard until the platform closes
             try:
-                message = vobiz.parse(
-                    frame,
-                    self.options.max_frame_bytes,
-                    encoding=self.start.encoding,
-                    sample_rate=self.start.sample_rate,
-                )
-            except vobiz.ProtocolError as exc:
+                received = self.media.receive(frame)
+            except ProtocolError as exc:
                 if await self._protocol_error(exc, seen_unknown):
                     return
                 continue
-            for event in self._translate(message):
-                await self.events_tx.send(event)
-                if isinstance(event, ev.CallEnded):
+            if isinstance(received, CallerAudio):
+                for event in self._hear(received.ulaw):
+                    await self.events_tx.send(event)
+            elif isinstance(received, StartedAgain):
+                self.note("start_again", stream_id=received.stream_id)
+            else:
+                await self.events_tx.send(received)
+                if isinstance(received, ev.CallEnded):
                     return
 
-    def _offer(self, channel: trio.MemorySendChannel[bytes], audio: bytes) -> None:
-        """Caller audio never waits: a consumer that falls 5 s behind loses frames (counted)."""
+    def _hear(self, audio: bytes) -> list[ev.Event]:
+        """Pass caller audio to the recognizer and the local VAD; the VAD's events come back.
+
+        Caller audio never waits: a recognizer 5 s behind loses frames (counted).
+        """
         try:
-            channel.send_nowait(audio)
+            self.audio_tx.send_nowait(audio)
         except trio.WouldBlock:
             self.dropped_audio += 1
-
-    def _translate(self, message: vobiz.Inbound) -> list[ev.Event]:
-        if isinstance(message, vobiz.Media):
-            audio = self.inbound.to_ulaw8k(message.payload)
-            self._offer(self.audio_tx, audio)
-            return self._detect_voice(audio)
-        if isinstance(message, vobiz.PlayedStream):
-            return [ev.AudioPlayed(message.name)]
-        if isinstance(message, vobiz.ClearedAudio):
-            return [ev.AudioCleared()]
-        if isinstance(message, vobiz.Dtmf):
-            return [ev.DtmfPressed(message.digit)]
-        if isinstance(message, vobiz.Stop):
-            return [ev.CallEnded("stop")]
-        # A second start: Vobiz reconnected the stream; keep one conversation going.
-        self.note("start_again", stream_id=message.stream_id)
-        return []
-
-    def _detect_voice(self, audio: bytes) -> list[ev.Event]:
         if self.vad is None:
             return []
         try:
@@ -453,73 +308,56 @@ class CallSession:
             self.vad = None
             return []
 
-    async def _protocol_error(self, exc: vobiz.ProtocolError, seen: set[str]) -> bool:
+    async def _protocol_error(self, exc: ProtocolError, seen: set[str]) -> bool:
         """Log a bad frame; True when there have been too many and the call must end."""
         self.protocol_errors[exc.kind] += 1
-        if exc.kind == "unknown_event":
-            if exc.detail not in seen:
-                seen.add(exc.detail)
-                self.log.warning("unknown event %r ignored (logged once)", exc.detail)
-                self.note("protocol_error", problem=exc.kind, detail=exc.detail)
-        else:
-            self.log.warning("bad frame: %s: %s", exc.kind, exc.detail[:200])
-            self.note("protocol_error", problem=exc.kind, detail=exc.detail[:200])
+        detail = exc.detail[:200]
+        if exc.kind != "unknown_event" or exc.detail not in seen:
+            seen.add(exc.detail)
+            self.log.warning("bad frame: %s: %s", exc.kind, detail)
+            self.note("protocol_error", problem=exc.kind, detail=detail)
         if sum(self.protocol_errors.values()) >= self.options.max_protocol_errors:
             await self.events_tx.send(ev.CallEnded("too many protocol errors"))
             return True
         return False
 
-    # -- providers ---------------------------------------------------------------------
-    async def _run_stt(self) -> None:
-        link = self.link
-        if not self.options.providers.stt_speech_events:
-            link = attrs.evolve(link, emit=self._emit_words_only)
-        try:
-            await self.options.providers.stt().run(self.audio_rx, link)
-        except Exception as exc:
-            self.log.exception("speech recognition failed; the call goes on without it")
-            self.note("stt_failed", reason=repr(exc))
-            await self._emit(ev.SttLost(f"error: {exc!r}"[:200]))
+    # -- commands to the world ---------------------------------------------------------------
+    async def _carry_out(self, command: Any) -> None:
+        match command:
+            case cmd.PlayAudio() | cmd.Checkpoint() | cmd.ClearAudio():
+                self.media.send(command)
+                self._outbox_ready()
+            case cmd.Hangup(reason=reason):
+                self.end_reason = f"hangup ({reason})"
+                self.media.send(command)
+                self._outbox_ready()
+                self._stop_sent = True
+            case cmd.Transfer(to=to):
+                await self._transfer(to)
+            case _:
+                self.work.carry_out(command)
 
-    async def _emit_words_only(self, event: ev.Event) -> None:
-        """The recognizer's voice events are dropped when the local VAD drives barge-in."""
-        if not isinstance(event, ev.CallerSpeechStarted | ev.CallerSpeechStopped):
-            await self._emit(event)
+    async def _transfer(self, to: str) -> None:
+        self.end_reason = f"transfer to {to}"
+        await self._flush_outbox()  # the goodbye is heard before the line moves
+        if self.options.on_transfer is not None:
+            await self._best_effort("rest_transfer", self.options.on_transfer(self.call_id, to))
+            return
+        self.note("transfer_unavailable", to=to)
+        self.media.send(cmd.Hangup("transfer unavailable"))
+        self._outbox_ready()
+        await self._flush_outbox()
 
-    async def _run_llm(self, utterance: int, messages: tuple, scope: trio.CancelScope) -> None:
-        with scope:
-            try:
-                await self.options.providers.llm.complete(utterance, messages, self.link)
-            except Exception as exc:
-                self.log.exception("completion %d failed", utterance)
-                await self._emit(ev.LlmFailed(utterance, f"error: {exc!r}"[:200]))
-        self._llm.pop(utterance, None)
-
-    async def _run_tts(self, utterance: int, seq: int, text: str, scope: trio.CancelScope) -> None:
-        with scope:
-            async with self._tts_slots:
-                try:
-                    await self.options.providers.tts.synthesize(utterance, seq, text, self.link)
-                except Exception as exc:
-                    self.log.exception("synthesis %d.%d failed", utterance, seq)
-                    await self._emit(ev.TtsFailed(utterance, seq, f"error: {exc!r}"[:200]))
-
-    async def _run_timer(self, name: str, at: float, scope: trio.CancelScope) -> None:
-        with scope:
-            await trio.sleep_until(self.t0 + at)
-            await self._emit(ev.TimerFired(name))
-
-    # -- outbound: commands to the world -------------------------------------------------
-    def _queue(self, message: vobiz.Outbound) -> None:
-        self._outbox.append(message)
-        self._outbox_idle = trio.Event() if self._outbox_idle.is_set() else self._outbox_idle
+    def _outbox_ready(self) -> None:
+        if self._outbox_idle.is_set():
+            self._outbox_idle = trio.Event()
         self._outbox_changed.set()
 
     async def _run_sender(self) -> None:
         """Write the outbox to the live socket, in order, as fast as the socket takes it."""
         while True:
-            while self._outbox:
-                await self._send(self._outbox.popleft())
+            while (frame := self.media.next_frame()) is not None:
+                await self._send(frame)
             self._outbox_idle.set()
             self._outbox_changed = trio.Event()
             await self._outbox_changed.wait()
@@ -529,72 +367,28 @@ class CallSession:
         with trio.move_on_after(timeout):
             await self._outbox_idle.wait()
 
-    async def _send(self, message: vobiz.Outbound) -> None:
+    async def _send(self, frame: str) -> None:
         assert self._transport is not None
         try:
-            await self._transport.send(vobiz.encode(message, self.start))
+            await self._transport.send(frame)
         except Exception as exc:
             self.log.info("send failed (socket gone?): %r", exc)
 
-    def _play(self, frame: bytes) -> None:
-        payload = self.outbound.from_ulaw8k(frame)
-        self._queue(vobiz.PlayAudio(payload))
+    async def _confirm_hangup(self) -> None:
+        """After our ``stop``, Vobiz ends the call and closes the stream; check that it did.
 
-    async def _dispatch(self, command: Any) -> None:
-        nursery = self._nursery
-        assert nursery is not None
-        match command:
-            case cmd.PlayAudio(audio=audio):
-                for frame in self.framer.push(bytes(audio)):
-                    self._play(frame)
-            case cmd.Checkpoint(name=name):
-                tail = self.framer.flush()
-                if tail:
-                    self._play(tail)
-                self._queue(vobiz.Checkpoint(name))
-            case cmd.ClearAudio():
-                self.framer.reset()
-                self.outbound.reset()
-                # Audio not yet written is dropped here rather than sent and then cleared.
-                self._outbox = deque(m for m in self._outbox if not isinstance(m, vobiz.PlayAudio))
-                self._queue(vobiz.ClearAudio())
-            case cmd.StartCompletion(utterance=utterance, messages=messages):
-                scope = trio.CancelScope()
-                self._llm[utterance] = scope
-                nursery.start_soon(self._run_llm, utterance, messages, scope)
-            case cmd.CancelCompletion(utterance=utterance):
-                if (scope := self._llm.pop(utterance, None)) is not None:
-                    scope.cancel()
-            case cmd.Synthesize(utterance=utterance, seq=seq, text=text):
-                scope = trio.CancelScope()
-                self._tts[utterance].append(scope)
-                nursery.start_soon(self._run_tts, utterance, seq, text, scope)
-            case cmd.CancelSynthesis(utterance=utterance):
-                for scope in self._tts.pop(utterance, []):
-                    scope.cancel()
-            case cmd.StartTimer(name=name, at=at):
-                if (old := self._timers.pop(name, None)) is not None:
-                    old.cancel()
-                scope = self._timers[name] = trio.CancelScope()
-                nursery.start_soon(self._run_timer, name, at, scope)
-            case cmd.CancelTimer(name=name):
-                if (scope := self._timers.pop(name, None)) is not None:
-                    scope.cancel()
-            case cmd.Hangup(reason=reason):
-                self.end_reason = f"hangup ({reason})"
-                self._queue(vobiz.StopStream())
-                self._stop_sent = True
-            case cmd.Transfer(to=to):
-                self.end_reason = f"transfer to {to}"
-                await self._flush_outbox()  # the goodbye is heard before the line moves
-                if self.options.on_transfer is not None:
-                    await self._best_effort(
-                        "rest_transfer", self.options.on_transfer(self.call_id, to)
-                    )
-                else:
-                    self.note("transfer_unavailable", to=to)
-                    self._queue(vobiz.StopStream())
-                    await self._flush_outbox()
+        Vobiz documents that a ``stop`` with no XML after the Stream ends the call
+        (hangup cause 4010), so the REST hang-up is only the fallback for a stream
+        that stays open past :attr:`CallOptions.stop_grace`.
+        """
+        with trio.move_on_after(self.options.stop_grace):
+            await self._line.closed.wait()
+            self.note("hangup", via="stop", ok=True)
+            return
+        if self.options.on_hangup is None:
+            self.note("hangup", via="stop", ok=False, error="stream still open; no REST API")
+            return
+        await self._best_effort("rest_hangup", self.options.on_hangup(self.call_id))
 
     async def _best_effort(self, what: str, action: Awaitable[None]) -> None:
         """REST calls never raise into the call; their failures are logged."""
@@ -607,3 +401,32 @@ class CallSession:
                 self.note(what, ok=False, error=str(exc)[:200])
         if scope.cancelled_caught:
             self.note(what, ok=False, error="timeout")
+
+
+@attrs.define
+class _Line:
+    """Which media socket carries the call, and what the platform said about the line."""
+
+    sockets: int = 0  # sockets served so far; the newest one is the live one
+    open: bool = False
+    reconnects: int = 0
+    gave_up: bool = False  # the reconnect window passed
+    hangup_reported: bool = False  # an unsigned hang-up webhook came while the socket was open
+    #: Set when the line is known to be down: the socket closed, or the platform said so.
+    closed: trio.Event = attrs.field(factory=trio.Event)
+    #: Cancelled when the call ends, so the socket's reader stops and its handler closes it.
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+    def opened(self) -> int:
+        self.sockets += 1
+        self.open = True
+        self.scope = trio.CancelScope()
+        return self.sockets
+
+    def lost(self, which: int) -> bool:
+        """The socket ``which`` went away; True when it was the live one."""
+        if which != self.sockets:
+            return False
+        self.open = False
+        self.closed.set()
+        return True

@@ -27,7 +27,7 @@ import numpy as np
 import trio
 
 from adapters.media.audio import PHONE_RATE, resample, ulaw_encode
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from engine.events import TtsAudio, TtsDone, TtsFailed
 
 # From speak_lib.h.
@@ -157,7 +157,7 @@ class EspeakTTS:
         self.espeak = espeak if espeak is not None else Espeak()
         self.chunk_bytes = max(1, PHONE_RATE * chunk_ms // 1000)
 
-    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: ProviderLink) -> None:
         """Emit TtsAudio chunks of sentence ``seq``, then TtsDone (or TtsFailed)."""
         if not text.strip():
             await link.emit(TtsDone(utterance, seq))

@@ -50,7 +50,7 @@ from typing import Any
 import attrs
 import trio
 
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from engine.commands import Message
 from engine.events import LlmDone, LlmText, LlmToolCall
 
@@ -336,7 +336,9 @@ class ScriptedBrain:
     script: Script = attrs.field(factory=load_script)
     word_delay: float = 0.0
 
-    async def complete(self, utterance: int, messages: tuple[Message, ...], link: CallLink) -> None:
+    async def complete(
+        self, utterance: int, messages: tuple[Message, ...], link: ProviderLink
+    ) -> None:
         """Stream the scripted reply word by word, then hang up if the intent says so."""
         intent, reply = choose(self.script, messages)
         link.log.debug("scripted intent %s", intent.name if intent else "<fallback>")

@@ -34,7 +34,7 @@ from adapters.media.vad import (
     VoiceStopped,
     make_classifier,
 )
-from adapters.providers.interfaces import AudioSource, CallLink
+from adapters.providers.interfaces import AudioSource, ProviderLink
 from engine.events import CallerSpeechStarted, CallerSpeechStopped, Transcript
 
 _T = TypeVar("_T")
@@ -176,7 +176,7 @@ class SphinxSTT:
             return await trio.to_thread.run_sync(fn, *args)
         return fn(*args)
 
-    async def run(self, audio: AudioSource, link: CallLink) -> None:
+    async def run(self, audio: AudioSource, link: ProviderLink) -> None:
         """Recognize utterances until ``audio`` closes or the task is cancelled."""
         recognizer = await self._call(SphinxRecognizer, self.hints)
         classifier = make_classifier(self.vad, self.vad_mode)
@@ -225,7 +225,9 @@ class SphinxSTT:
         if segmenter.in_speech:  # the audio ended mid-utterance
             await self._end_utterance(recognizer, last_frame_at + FRAME_SECONDS, link)
 
-    async def _end_utterance(self, recognizer: SphinxRecognizer, at: float, link: CallLink) -> None:
+    async def _end_utterance(
+        self, recognizer: SphinxRecognizer, at: float, link: ProviderLink
+    ) -> None:
         await link.emit(CallerSpeechStopped(at=at, source="vad"))
         text = await self._call(recognizer.finish)
         if text:

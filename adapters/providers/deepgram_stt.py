@@ -34,7 +34,7 @@ from trio_websocket import (
     WebSocketConnection,
 )
 
-from adapters.providers.interfaces import AudioSource, CallLink
+from adapters.providers.interfaces import AudioSource, ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import CallerPaused, CallerSpeechStarted, SttLost, SttRestored, Transcript
 
@@ -203,14 +203,14 @@ class DeepgramSTT:
 
     settings: DeepgramSettings = attrs.Factory(DeepgramSettings)
 
-    async def run(self, audio: AudioSource, link: CallLink) -> None:
+    async def run(self, audio: AudioSource, link: ProviderLink) -> None:
         """Stream until ``audio`` ends; survives drops, gives up only on account errors."""
         backlog = AudioBacklog(max_bytes=round(self.settings.backlog_seconds * BYTES_PER_SECOND))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump, audio, backlog, link)
             await self._connect_loop(backlog, link)
 
-    async def _connect_loop(self, backlog: AudioBacklog, link: CallLink) -> None:
+    async def _connect_loop(self, backlog: AudioBacklog, link: ProviderLink) -> None:
         """Connect, and reconnect after every drop; the engine hears when the caller's words
         stop being understood (:class:`SttLost`) and when they are again (:class:`SttRestored`)."""
         settings = self.settings
@@ -263,7 +263,7 @@ class DeepgramSTT:
             await trio.sleep(delay)
 
 
-async def _pump(audio: AudioSource, backlog: AudioBacklog, link: CallLink) -> None:
+async def _pump(audio: AudioSource, backlog: AudioBacklog, link: ProviderLink) -> None:
     """Always take the phone's audio, connected or not, so the caller side never stalls."""
     async for chunk in audio:
         if chunk:  # an empty frame would end Deepgram's stream
@@ -284,7 +284,7 @@ class _Session:
 
     settings: DeepgramSettings
     backlog: AudioBacklog
-    link: CallLink
+    link: ProviderLink
     offset: int = 0
     heard_from_server: bool = False
     close_sent: bool = False

@@ -24,7 +24,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
 
@@ -60,7 +60,7 @@ class DeepgramSpeech:
 
     settings: AuraSettings = attrs.Factory(AuraSettings)
 
-    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: ProviderLink) -> None:
         """Stream sentence ``seq``: TtsAudio*, then TtsDone or TtsFailed."""
         if not text.strip():
             await link.emit(TtsDone(utterance, seq))
@@ -92,7 +92,7 @@ class DeepgramSpeech:
             await self._failed(utterance, seq, link, f"network error: {exc}")
 
     async def _receive(
-        self, ws: WebSocketConnection, utterance: int, seq: int, link: CallLink, started: float
+        self, ws: WebSocketConnection, utterance: int, seq: int, link: ProviderLink, started: float
     ) -> None:
         first = True
         while True:
@@ -130,7 +130,7 @@ class DeepgramSpeech:
             scope.shield = True
             await _send_quietly(ws, {"type": "Clear"})
 
-    async def _failed(self, utterance: int, seq: int, link: CallLink, reason: str) -> None:
+    async def _failed(self, utterance: int, seq: int, link: ProviderLink, reason: str) -> None:
         link.log.warning("deepgram tts: sentence %d/%d failed: %s", utterance, seq, reason)
         await link.emit(TtsFailed(utterance, seq, reason))
 

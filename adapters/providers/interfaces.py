@@ -1,7 +1,7 @@
 """The small interfaces every speech and language provider plugs into.
 
 A provider never talks to the engine directly: it sends engine events into
-the call's one event channel through :class:`CallLink`, and the runner starts
+the call's one event channel through :class:`ProviderLink`, and the runner starts
 and cancels its work in a cancel scope of its own. Swapping Deepgram for the
 offline recognizer, or OpenAI speech for Deepgram Aura, is one setting because
 each side only knows these shapes.
@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import attrs
+import trio
 
 from engine.commands import Message
 from engine.events import Event
 
 
 @attrs.frozen
-class CallLink:
+class ProviderLink:
     """What a provider may use of the call it serves.
 
     ``emit`` puts an event on the call's single channel (so the log keeps a
@@ -38,7 +39,7 @@ class CallLink:
 class SpeechToText(Protocol):
     """Streams caller audio in, sends CallerSpeechStarted/Transcript/CallerPaused out."""
 
-    async def run(self, audio: AudioSource, link: CallLink) -> None:
+    async def run(self, audio: AudioSource, link: ProviderLink) -> None:
         """Run until ``audio`` closes or the task is cancelled."""
 
 
@@ -66,12 +67,51 @@ class VoiceActivity(Protocol):
 class LanguageModel(Protocol):
     """Streams one reply: LlmText*, LlmToolCall*, then LlmDone or LlmFailed."""
 
-    async def complete(self, utterance: int, messages: tuple[Message, ...], link: CallLink) -> None:
+    async def complete(
+        self, utterance: int, messages: tuple[Message, ...], link: ProviderLink
+    ) -> None:
         """Stream the reply of ``utterance``; cancellation stops it at once."""
 
 
 class TextToSpeech(Protocol):
     """Turns one sentence into 8 kHz mu-law: TtsAudio*, then TtsDone or TtsFailed."""
 
-    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: ProviderLink) -> None:
         """Stream the audio of sentence ``seq``; cancellation stops it at once."""
+
+
+class Transport(Protocol):
+    """The media socket as the runner needs it: the ASGI socket and test clients both fit."""
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, text: str) -> None: ...
+
+
+@attrs.frozen
+class Providers:
+    """What a call talks to; ``stt`` is a factory because a recognizer holds per-call state."""
+
+    stt: Callable[[], SpeechToText]
+    llm: LanguageModel
+    tts: TextToSpeech
+    names: dict[str, str] = attrs.field(factory=dict)
+    #: A local VAD beside the recognizer for fast barge-in (None: the recognizer's own).
+    vad: VoiceActivity | None = None
+    #: Whether the recognizer's CallerSpeechStarted/CallerSpeechStopped reach the engine.
+    stt_speech_events: bool = True
+
+    def warm(self) -> None:
+        """Pay start-up costs (clients, lazy imports) before the first caller waits on them."""
+        for provider in (self.llm, self.tts):
+            warm = getattr(provider, "warm", None)
+            if warm is not None:
+                warm()
+
+    async def aclose(self) -> None:
+        """Close pooled connections (they belong to the trio run that opened them)."""
+        for provider in (self.llm, self.tts):
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                with trio.move_on_after(2, shield=True):
+                    await close()

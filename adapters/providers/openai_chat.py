@@ -21,7 +21,7 @@ import openai
 import trio
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.tools import BUILTIN_DECLARATIONS, BUILTIN_NAMES, Tool, load_tools
 from engine.commands import Message
 from engine.events import LlmDone, LlmFailed, LlmText, LlmToolCall
@@ -165,7 +165,9 @@ class OpenAIChat:
         """Release pooled connections (call it in the run that used this model)."""
         await self._client.aclose()
 
-    async def complete(self, utterance: int, messages: tuple[Message, ...], link: CallLink) -> None:
+    async def complete(
+        self, utterance: int, messages: tuple[Message, ...], link: ProviderLink
+    ) -> None:
         """Stream the reply of ``utterance``, running user tools between rounds, then LlmDone."""
         history: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in messages]
         try:
@@ -191,7 +193,7 @@ class OpenAIChat:
         await link.emit(LlmDone(utterance))
 
     async def _stream_round(
-        self, utterance: int, history: list[dict[str, Any]], link: CallLink, allow_tools: bool
+        self, utterance: int, history: list[dict[str, Any]], link: ProviderLink, allow_tools: bool
     ) -> _Round:
         s = self.settings
         request: dict[str, Any] = {
@@ -249,7 +251,11 @@ class OpenAIChat:
         return result
 
     async def _run_tools(
-        self, text: str | None, calls: list[_Call], history: list[dict[str, Any]], link: CallLink
+        self,
+        text: str | None,
+        calls: list[_Call],
+        history: list[dict[str, Any]],
+        link: ProviderLink,
     ) -> None:
         history.append(
             {
@@ -276,7 +282,7 @@ class OpenAIChat:
             history.append({"role": "tool", "tool_call_id": call.id, "content": content})
 
 
-def _json_object(call: _Call, link: CallLink) -> str:
+def _json_object(call: _Call, link: ProviderLink) -> str:
     """The arguments as compact JSON text; unparseable ones become ``{}`` (and a warning)."""
     try:
         value = json.loads(call.arguments or "{}")

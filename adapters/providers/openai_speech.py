@@ -18,7 +18,7 @@ import attrs
 import httpx2
 
 from adapters.media.audio import PhoneEncoder
-from adapters.providers.interfaces import CallLink
+from adapters.providers.interfaces import ProviderLink
 from adapters.providers.openai_chat import (
     DEFAULT_TIMEOUT,
     RunBoundClient,
@@ -56,7 +56,7 @@ class OpenAISpeech:
         """Release pooled connections (call it in the run that used this voice)."""
         await self._client.aclose()
 
-    async def synthesize(self, utterance: int, seq: int, text: str, link: CallLink) -> None:
+    async def synthesize(self, utterance: int, seq: int, text: str, link: ProviderLink) -> None:
         """Stream sentence ``seq`` as TtsAudio chunks, then TtsDone (or TtsFailed)."""
         if not text.strip():
             await link.emit(TtsDone(utterance, seq))

@@ -1,0 +1,166 @@
+"""The Vobiz webhooks: answer a call, hear that it ended, take stream news, transfer; and health.
+
+Each handler checks its sender first (:mod:`adapters.app.webhook_trust`) and
+keeps to what Vobiz documents of the form it posts. Form fields are not signed,
+so a handler acts on a live call only as far as its sender is trusted: an
+unsigned hang-up cannot end a call whose caller is still connected, and an
+unsigned status callback never reaches a call's log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import trio
+from quart import Quart, Response, current_app, request
+
+from adapters.app import webhook_trust
+from adapters.app.admission import Refused
+from adapters.app.switchboard import Switchboard, version
+from adapters.app.webhook_trust import Trust, shown
+from adapters.vobiz import xml as vobiz_xml
+from adapters.vobiz.status import stream_status as read_stream_status
+
+log = logging.getLogger("voice_agent.server")
+
+#: Webhook bodies are small forms; anything bigger is not from Vobiz.
+MAX_WEBHOOK_BYTES = 16 * 1024
+#: A webhook body must arrive within this time (slow-body clients hold a connection each).
+WEBHOOK_BODY_TIMEOUT = 5.0
+#: Longest form values we keep. Vobiz call ids are UUIDs; numbers are E.164 or SIP URIs.
+MAX_CALL_ID = 128
+MAX_NUMBER = 256
+BUSY = "Sorry, all our lines are busy. Please call again later."
+
+
+def add_webhooks(app: Quart) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
+    app.config["BODY_TIMEOUT"] = WEBHOOK_BODY_TIMEOUT
+    app.register_error_handler(413, too_large)
+    app.add_url_rule("/answer", view_func=answer, methods=["POST"])
+    app.add_url_rule("/hangup", view_func=hangup, methods=["POST"])
+    app.add_url_rule("/stream-status", view_func=stream_status, methods=["POST"])
+    app.add_url_rule("/transfer", view_func=transfer, methods=["GET", "POST"])
+    app.add_url_rule("/health", view_func=health, methods=["GET"])
+
+
+def _board() -> Switchboard:
+    return current_app.switchboard  # type: ignore[attr-defined,no-any-return]
+
+
+async def _trusted() -> Trust | Response:
+    board = _board()
+    return await webhook_trust.check(board.settings, board.nonces)
+
+
+def _form_value(form: Any, key: str, limit: int) -> str | None:
+    """A form field within its documented size, or None when it is over (or has control bytes)."""
+    value = form.get(key, "")
+    if len(value) > limit or any(ord(c) < 32 or c == "\x7f" for c in value):
+        return None
+    return str(value)
+
+
+async def too_large(_error: Exception) -> Response:
+    # Close the connection too: hypercorn would otherwise keep it open with the unread
+    # body in its buffers, a connection held for nothing.
+    log.warning(
+        "refused %s from %s: body over %d bytes",
+        request.path,
+        request.remote_addr,
+        MAX_WEBHOOK_BYTES,
+    )
+    return Response("request body too large", status=413, headers={"Connection": "close"})
+
+
+async def answer() -> Response:
+    """Answer a call: a stream token for it (or the busy message), as VobizXML."""
+    trust = await _trusted()
+    if isinstance(trust, Response):
+        return trust
+    board = _board()
+    form = await request.form
+    call_id = _form_value(form, "CallUUID", MAX_CALL_ID)
+    if not call_id:
+        return Response("CallUUID is required (at most 128 printable characters)", status=400)
+    caller = _form_value(form, "From", MAX_NUMBER) or ""
+    callee = _form_value(form, "To", MAX_NUMBER) or ""
+    admitted = board.book.answer(call_id, caller, callee, trio.current_time())
+    if isinstance(admitted, Refused):
+        log.warning("[call %s] refused at /answer: %s", call_id, admitted.reason)
+        if admitted.reason in ("full", "draining"):
+            return Response(vobiz_xml.busy_xml(BUSY), content_type="application/xml")
+        return Response(f"refused: {admitted.reason}", status=409)
+    settings = board.settings
+    token = board.tokens.issue(call_id, board.wall_clock(), board.token_lifetime())
+    xml = vobiz_xml.answer_xml(
+        f"{settings.ws_base}/ws?token={token}",
+        f"{settings.public_url}/stream-status",
+        content_type=settings.media_format,
+        max_retries=settings.stream_retries,
+    )
+    return Response(xml, content_type="application/xml")
+
+
+async def hangup() -> Response:
+    """The platform's word that a call ended: trusted for a live call only when signed."""
+    trust = await _trusted()
+    if isinstance(trust, Response):
+        return trust
+    board = _board()
+    form = await request.form
+    call_id = form.get("CallUUID", "")
+    runner = board.live.get(call_id)
+    fields = {k: form.get(k, "")[:64] for k in ("Event", "HangupCause", "Duration")}
+    if runner is None:
+        log.info("[call %s] hangup webhook for a call not live here", shown(call_id))
+        if trust.signed:
+            board.book.answered.pop(call_id, None)
+        board.hangup_heard(call_id)
+    elif trust.signed:
+        runner.hangup_heard = True
+        runner.note("hangup_webhook", **fields)
+        runner.end_from_outside("hangup webhook")
+    else:
+        runner.hangup_reported(fields)
+    return Response("", status=200)
+
+
+async def stream_status() -> Response:
+    """Stream news (started, dropped, degraded, …): into the call's log when signed."""
+    trust = await _trusted()
+    if isinstance(trust, Response):
+        return trust
+    form = await request.form
+    call_id = form.get("CallUUID", "")
+    status = read_stream_status(form)
+    runner = _board().live.get(call_id)
+    if runner is not None and trust.signed:
+        runner.stream_status(status)
+    else:
+        log.info("[call %s] stream status: %s", shown(call_id), status.for_log())
+    return Response("", status=200)
+
+
+async def transfer() -> Response:
+    """Where a REST transfer sends the caller: a ``<Dial>`` to the number."""
+    trust = await _trusted()
+    if isinstance(trust, Response):
+        return trust
+    xml = vobiz_xml.dial_xml(request.args.get("to", ""))
+    return Response(xml, content_type="application/xml")
+
+
+async def health() -> Response:
+    """For load balancers: 503 while draining."""
+    board = _board()
+    body = {
+        "status": "draining" if board.draining else "ok",
+        "active_calls": len(board.live),
+        "held_calls": board.book.held,
+        "version": version(),
+    }
+    status = 503 if board.draining else 200
+    return Response(json.dumps(body), status=status, content_type="application/json")

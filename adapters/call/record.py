@@ -1,0 +1,97 @@
+"""A call's log file: opened once per call, never shared, never truncated, always finished.
+
+The header says what the call ran with (config, providers, formats, versions),
+the engine's steps are written as they happen (see :mod:`engine.calllog`), the
+runner adds notes of what the engine does not see, and the footer closes the
+story. A webhook that arrives after the footer is told to the console instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from pathlib import Path
+from typing import IO, Any
+
+from adapters.vobiz.protocol import Start
+from engine.calllog import LoggedEngine, LogWriter
+from engine.core import Engine
+
+logger = logging.getLogger("voice_agent.call")
+
+
+class _CallLogger(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[call {self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
+
+
+def call_logger(call_id: str) -> logging.LoggerAdapter:
+    """The console logger of one call: every line carries its id."""
+    return _CallLogger(logger, {"call_id": call_id})
+
+
+def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
+    """A name that says when and which call, and that two call ids never share.
+
+    The readable part squashes the id to file-name-safe characters, so ``a/b``
+    and ``a.b`` would look alike: a hash of the whole id tells them apart.
+    """
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in call_id)
+    tag = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return log_dir / f"{wall:%Y%m%dT%H%M%S}_{safe[:60]}_{tag}.jsonl"
+
+
+def create_log(log_dir: Path, call_id: str, wall: datetime.datetime) -> tuple[Path, IO[str]]:
+    """Open a new call log, never an existing one: a log is never truncated or shared."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_path(log_dir, call_id, wall)
+    for n in range(2, 1000):
+        try:
+            return path, path.open("x", encoding="utf-8")
+        except FileExistsError:
+            path = path.with_name(f"{log_path(log_dir, call_id, wall).stem}-{n}.jsonl")
+    raise FileExistsError(f"no free log name for call {call_id!r} in {log_dir}")
+
+
+class CallRecord:
+    """One call's log: its writer, the engine that writes through it, and its end."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        start: Start,
+        engine: Engine,
+        record_audio: bool,
+        **header: Any,
+    ) -> None:
+        wall = datetime.datetime.now(datetime.UTC)
+        self.call_id = start.call_id
+        self.path, self._file = create_log(log_dir, start.call_id, wall)
+        self.writer = LogWriter(self._file, record_audio)
+        self.writer.header(
+            call_id=start.call_id,
+            stream_id=start.stream_id,
+            started_at=wall.isoformat(),
+            media_format={"encoding": start.encoding, "sample_rate": start.sample_rate},
+            **header,
+        )
+        self.engine = LoggedEngine(engine, self.writer)
+        self.log = call_logger(start.call_id)
+
+    @property
+    def finished(self) -> bool:
+        return self._file.closed
+
+    def note(self, t: float, what: str, **fields: Any) -> None:
+        """Something the runner saw that the engine did not (acks, protocol errors, webhooks)."""
+        if self.finished:
+            # A webhook can arrive between the footer and the socket handler's exit.
+            self.log.info("after the end: %s %s (not logged)", what, fields)
+            return
+        self.writer.note(t, what, **fields)
+
+    def finish(self, t: float, **footer: Any) -> None:
+        turns = [turn.as_dict() for turn in self.writer.latency.turns()]
+        self.writer.footer(t, duration=t, turns=turns, **footer)
+        self._file.close()
