@@ -21,7 +21,7 @@ import attrs
 from engine import commands as cmd
 from engine import events as ev
 from engine.audio import AudioDigest, digest
-from engine.core import Step
+from engine.core import Engine, Step
 from engine.latency import LatencyTracker
 
 #: The log format. 2: names say whose voice (``CallerSpeechStarted``, ``AudioPlayed``,
@@ -133,11 +133,11 @@ BULK = frozenset({"TtsAudio", "LlmText", "PlayAudio"})
 class LogWriter:
     """Writes one call's records to a text stream.
 
-    Every record is flushed to the OS except the streaming ones (:data:`BULK`:
-    ~60 % of a call's lines), which go with the next record that matters, so
+    Every record is flushed to the OS except the streaming ones (:data:`BULK`,
+    most of a call's lines), which go with the next record that matters, so
     the file on disk is always a prefix of the log and a crash loses at most
-    the audio and text deltas since the last decision; one write system call
-    per line was ~3 % of a core at 100 calls.
+    the audio and text deltas since the last decision; a write system call per
+    line was a measurable share of a busy server's CPU (``docs/load.md``).
     """
 
     def __init__(self, stream: IO[str], record_audio: bool = False) -> None:
@@ -197,12 +197,12 @@ def read_log(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
 class LoggedEngine:
     """An engine whose every event and consequence goes to a call log as it happens."""
 
-    def __init__(self, core: Any, writer: LogWriter) -> None:
+    def __init__(self, core: Engine, writer: LogWriter) -> None:
         self.core = core
         self.writer = writer
 
     def handle(self, event: Any, now: float) -> tuple[Any, ...]:
         self.writer.event(now, event)
-        step = self.core.step(event, now)
+        step: Step = self.core.step(event, now)
         self.writer.step(now, step)
         return step.commands

@@ -117,4 +117,4 @@ Command = (
     | Transfer
 )
 
-COMMAND_TYPES: tuple[type, ...] = Command.__args__  # type: ignore[attr-defined]
+COMMAND_TYPES: tuple[type, ...] = Command.__args__

@@ -188,4 +188,4 @@ Event = (
     | CallEnded
 )
 
-EVENT_TYPES: tuple[type, ...] = Event.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[type, ...] = Event.__args__

@@ -338,8 +338,9 @@ def _fast_path() -> dict[tuple[str, str], tuple[str, ...]]:
     """(state, machine event) -> actions, where the first rule declared is a plain ``stay``.
 
     For those pairs the machine would always take that rule, so the engine may
-    run its actions directly (a ``send`` costs ~100 µs, mostly choosing among
-    rules; audio chunks and text deltas come by the dozen per second). Built
+    run its actions directly (a ``send`` is costly, mostly choosing among rules,
+    and audio chunks and text deltas come by the dozen per second:
+    ``docs/benchmarks.md``). Built
     from the declaration through the library's public ``State.transitions`` and
     ``Transition.events``; a property test checks it against the machine.
     """

@@ -42,8 +42,7 @@ def build_app(settings):
 
 
 #: Young-generation threshold raised from 700: objects get time to die before they are
-#: examined. 50 calls, 20 s: collections 1,109 + 100 + 10 (full ones 30 ms each) ->
-#: 33 + 2 + 1; p99 inbound lag 19 -> 9 ms; a few MB more of not-yet-collected cycles.
+#: examined, at the price of a few MB of not-yet-collected cycles (``docs/load.md``).
 GC_THRESHOLDS = (10_000, 10, 10)
 
 #: The largest WebSocket message hypercorn accepts: a second of 16 kHz L16 in base64 fits.
@@ -60,10 +59,10 @@ def settle(app) -> None:
     Warming the providers makes their clients and imports now, not during a caller's
     first turn. Then everything alive (modules, SDKs, the app) is frozen out of the
     garbage collector: a full collection otherwise walks it all and holds the loop for
-    80+ ms at a time, a stall every caller hears (measured with 50 calls in
-    ``bench/load.py``). A call allocates fast (frames, events, coroutines), so the
-    default threshold of 700 collected the young generation ~55 times a second and
-    promoted short-lived objects into full collections; see :data:`GC_THRESHOLDS`.
+    tens of milliseconds, a stall every caller hears. A call allocates fast (frames,
+    events, coroutines), so the default threshold of 700 collected the young generation
+    dozens of times a second and promoted short-lived objects into full collections;
+    see :data:`GC_THRESHOLDS` and ``docs/load.md`` for the figures.
     """
     app.switchboard.providers.warm()
     gc.collect()

@@ -71,7 +71,8 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
     outcome = replay(lines)
     console.print(f"\nlog: {log_path}\nwav: {wav_path}")
     if not outcome.identical:
-        console.print(f"[red]replay: DIVERGES at line {outcome.divergence.line}[/red]")
+        line = outcome.divergence.line if outcome.divergence else "?"
+        console.print(f"[red]replay: DIVERGES at line {line}[/red]")
         return 1
     console.print(f"replay: identical ({outcome.events} events)")
     if not check:

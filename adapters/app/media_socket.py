@@ -1,9 +1,9 @@
 """The media WebSocket (``/ws``), served straight from ASGI: who may connect, and one call's socket.
 
 The media socket carries 50 frames a second each way per call, so it skips
-quart's websocket wrapper (an extra task and queue per socket cost 13 µs of
-the 33 µs each inbound message took in a loopback message benchmark); the
-webhooks stay in quart. A socket is admitted before ``accept`` (a valid token,
+quart's websocket wrapper, whose extra task and queue per socket cost a large
+share of each inbound message's handling (``docs/load.md``); the webhooks stay
+in quart. A socket is admitted before ``accept`` (a valid token,
 and the call book's word that it may join: see :mod:`adapters.app.admission`),
 waits for the stream's ``start``, then is carried by the call's runner. Every
 path that ends it closes it and drains what the client still sends.

@@ -47,7 +47,7 @@ def add_webhooks(app: Quart) -> None:
 
 
 def _board() -> Switchboard:
-    return current_app.switchboard  # type: ignore[attr-defined,no-any-return]
+    return current_app.switchboard  # type: ignore[attr-defined]
 
 
 async def _trusted() -> Trust | Response:

@@ -59,8 +59,8 @@ class ProviderWork:
                 scope = self._completions[utterance] = trio.CancelScope()
                 nursery.start_soon(self._complete, utterance, messages, scope)
             case cmd.CancelCompletion(utterance=utterance):
-                if (scope := self._completions.pop(utterance, None)) is not None:
-                    scope.cancel()
+                if (running := self._completions.pop(utterance, None)) is not None:
+                    running.cancel()
             case cmd.Synthesize(utterance=utterance, seq=seq, text=text):
                 scope = trio.CancelScope()
                 self._syntheses[utterance].append(scope)
@@ -74,8 +74,8 @@ class ProviderWork:
                 scope = self._timers[name] = trio.CancelScope()
                 nursery.start_soon(self._time, name, at, scope)
             case cmd.CancelTimer(name=name):
-                if (scope := self._timers.pop(name, None)) is not None:
-                    scope.cancel()
+                if (timer := self._timers.pop(name, None)) is not None:
+                    timer.cancel()
             case _:
                 return False
         return True

@@ -112,7 +112,8 @@ class SileroClassifier:
 
     Silero judges 32 ms windows of 16 kHz audio, so frames are upsampled and
     buffered; each 20 ms frame gets the verdict of the latest complete window.
-    More robust than webrtcvad to steady noise, at ~10x its CPU.
+    More robust than webrtcvad to steady noise, at many times its CPU
+    (``docs/benchmarks.md``).
     """
 
     def __init__(self, threshold: float = 0.5) -> None:
@@ -175,7 +176,7 @@ class VadDetector:
 
     The runner feeds it each caller frame inline, in the task that received the
     frame: a channel and a task of its own per call cost more than webrtcvad
-    itself (2.4 µs a frame) and were ~6 % of the server's CPU at 75 calls.
+    itself (``docs/load.md``).
     """
 
     def __init__(self, classifier: Any, onset_s: float, offset_s: float) -> None:

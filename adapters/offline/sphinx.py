@@ -141,7 +141,7 @@ class SphinxSTT:
     guess changed. The frames just before onset (``preroll_s``) are decoded
     too, so a word's soft start is not cut.
 
-    Decoding costs 1-5 ms of CPU per 20 ms frame (see ``docs/offline.md``),
+    Decoding costs a sizeable share of each 20 ms frame (``docs/offline.md``),
     too much to do on the call's event loop, so by default it runs in a
     worker thread. ``threaded=False`` decodes inline: for tests under a
     mock clock, where a thread's real time would be invisible to the clock.

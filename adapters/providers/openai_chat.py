@@ -213,8 +213,8 @@ class OpenAIChat:
         first: float | None = None
         result = _Round()
         # The client's own post, not chat.completions.create: the resource method first runs
-        # the request through the SDK's type-driven transform, 0.5 ms of CPU per request
-        # (with our tool declarations) that changes nothing in a body of plain JSON types.
+        # the request through the SDK's type-driven transform, CPU spent on every request
+        # (docs/load.md) that changes nothing in a body of plain JSON types.
         # Same retries, errors and chunk objects.
         stream = await self._client.get().post(
             "/chat/completions",

@@ -48,7 +48,8 @@ async def open_client(
     try:
         with trio.fail_after(connect_timeout):
             if secure:
-                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
+                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+                stream = await trio.open_ssl_over_tcp_stream(
                     host, port, ssl_context=ssl.create_default_context(), https_compatible=True
                 )
             else:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -231,7 +233,7 @@ def _stop(msg: dict) -> Stop:
     return Stop(reason or _opt_str(msg, "reason") or "")
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[dict[str, Any]], Inbound]] = {
     "start": _start,
     "playedStream": _played_stream,
     "clearedAudio": _cleared_audio,

@@ -27,11 +27,14 @@ import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlparse, urlsplit, urlunparse
 
 import attrs
 
 ParamValue = str | Sequence[str]
+#: Request headers: a plain mapping, or a web framework's multi-dict (anything with ``items()``).
+Headers = Mapping[str, str] | Any
 
 
 def base_url(url: str) -> str:
@@ -130,7 +133,7 @@ class Verdict:
         return self.problem is None
 
 
-def present(headers: Mapping[str, str]) -> bool:
+def present(headers: Headers) -> bool:
     """Whether any signature header with its nonce came (checked before reading a body)."""
     lowered = {key.lower(): value for key, value in headers.items()}
     return any(lowered.get(sig) and _nonce(lowered, nonces) for sig, nonces, _ in SCHEMES)
@@ -140,7 +143,7 @@ def check(
     method: str,
     url: str,
     params: Mapping[str, ParamValue] | None,
-    headers: Mapping[str, str],
+    headers: Headers,
     auth_token: str,
     parent_token: str | None = None,
 ) -> Verdict:
@@ -188,7 +191,7 @@ def validate(
     method: str,
     url: str,
     params: Mapping[str, ParamValue],
-    headers: Mapping[str, str],
+    headers: Headers,
     auth_token: str,
 ) -> bool:
     """True when a V3 (or, failing that, V2) signature header matches.
