@@ -16,6 +16,7 @@ the same conversation.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import logging
 from collections import Counter, defaultdict, deque
@@ -36,6 +37,7 @@ from adapters.providers import (
     VoiceActivity,
     VoiceDetector,
 )
+from adapters.recording import Recording
 from engine import commands as cmd
 from engine import events as ev
 from engine.calllog import CallLogWriter, LoggedCall
@@ -113,6 +115,8 @@ class CallOptions:
     max_reconnects: int = 0
     #: After our ``stop``, how long Vobiz has to close the stream before the REST hang-up.
     stop_grace: float = 5.0
+    #: Sees every record of the call's log as it is written: ``(call id, record)``.
+    log_listener: Callable[[str, dict[str, Any]], None] | None = None
 
 
 def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
@@ -160,7 +164,14 @@ class CallSession:
         self.core = CallCore(options.config)
         wall = datetime.datetime.now(datetime.UTC)
         self.path, self._file = create_log(options.log_dir, self.call_id, wall)
-        self.writer = CallLogWriter(self._file, options.record_audio)
+        listener = options.log_listener
+        self.writer = CallLogWriter(
+            self._file,
+            options.record_audio,
+            functools.partial(listener, self.call_id) if listener is not None else None,
+        )
+        # With audio recording on, both sides of the call also go to a stereo WAV by the log.
+        self.recording = Recording() if options.record_audio else None
         self.writer.header(
             call_id=self.call_id,
             stream_id=start.stream_id,
@@ -389,6 +400,8 @@ class CallSession:
             turns=[t.as_dict() for t in self.writer.latency.turns()],
         )
         self._file.close()
+        if self.recording is not None:
+            self.recording.write_wav(self.path.with_suffix(".wav"))
         self.log.info("ended (%s); log %s", self.end_reason, self.path)
 
     # -- inbound: translate and forward, nothing else ----------------------------------------
@@ -429,6 +442,8 @@ class CallSession:
         if isinstance(message, vobiz.Media):
             audio = self.inbound.to_ulaw8k(message.payload)
             self._offer(self.audio_tx, audio)
+            if self.recording is not None:
+                self.recording.caller(audio, self.now())
             return self._detect_voice(audio)
         if isinstance(message, vobiz.PlayedStream):
             return [ev.PlaybackMarked(message.name)]
@@ -537,6 +552,8 @@ class CallSession:
             self.log.info("send failed (socket gone?): %r", exc)
 
     def _play(self, frame: bytes) -> None:
+        if self.recording is not None:
+            self.recording.agent(frame, self.now())
         payload = self.outbound.from_ulaw8k(frame)
         self._queue(vobiz.PlayAudio(payload))
 
@@ -553,6 +570,8 @@ class CallSession:
                     self._play(tail)
                 self._queue(vobiz.Checkpoint(name))
             case cmd.ClearAudio():
+                if self.recording is not None:
+                    self.recording.clear(self.now())
                 self.framer.reset()
                 self.outbound.reset()
                 # Audio not yet written is dropped here rather than sent and then cleared.

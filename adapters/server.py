@@ -163,6 +163,8 @@ class CallHub:
     #: a draining server answers those before it exits, so Vobiz's last callbacks do not fail.
     awaiting_hangup: OrderedDict[str, None] = attrs.field(factory=OrderedDict)
     hangups_in: trio.Event = attrs.field(factory=trio.Event)
+    #: Sees every call's log records as they are written (the console's live view).
+    log_listener: Callable[[str, dict[str, Any]], None] | None = None
 
     def __attrs_post_init__(self) -> None:
         self.book = CallBook(self.settings.max_calls)
@@ -201,6 +203,7 @@ class CallHub:
             reconnect_window=RECONNECT_WINDOW if retries else 0.0,
             max_reconnects=retries,
             stop_grace=self.stop_grace,
+            log_listener=self.log_listener,
         )
 
     def _transfer_url(self, to: str) -> str:
@@ -446,6 +449,8 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
             "active_calls": len(hub.live),
             "held_calls": hub.book.held,
             "version": version(),
+            # Where Vobiz reaches this server: ``voice-agent call`` reads it from here.
+            "public_url": hub.settings.public_url,
         }
         return Response(
             json.dumps(body),
