@@ -1,4 +1,5 @@
-"""voice-agent: serve calls, place a call, simulate a caller, run the offline demo, draw the states."""
+"""voice-agent: serve calls, place a call, simulate a caller, run the offline demo, draw the states,
+replay call logs."""
 
 from __future__ import annotations
 
@@ -253,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("to")
     p.add_argument("--from", dest="from_", required=True)
 
+    p = sub.add_parser("replay", help="replay call logs through the engine (exit 0 identical)")
+    from adapters import replay_cli
+
+    replay_cli.add_arguments(p)
+
     p = sub.add_parser("diagram", help="write the call state diagram (Mermaid)")
     p.add_argument("path", nargs="?", default="docs/states.md")
 
@@ -277,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "call":
         return trio.run(place_call, args.to, args.from_)
+    if args.command == "replay":
+        return replay_cli.run(args)
     from adapters import demo
 
     if args.command == "simulate":
