@@ -156,26 +156,68 @@ async def _serve_main(args) -> int:
     except ValueError as exc:  # a setting that cannot work: say which, not a traceback
         raise ConfigError(str(exc)) from None
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve_app(
-                app, settings.host, settings.port, shutdown=shutdown, task_status=task_status
-            )
-        )
-        log.info("serving on %s; answer URL %s/answer", ", ".join(binds), settings.public_url)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                log.info(
-                    "shutting down: no new calls; live calls get %.0f s", settings.drain_timeout
+    tunnel = None
+    try:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                lambda task_status: serve_app(
+                    app, settings.host, settings.port, shutdown=shutdown, task_status=task_status
                 )
-                shutdown.set()
-                break
+            )
+            if args.tunnel:
+                tunnel = await _tunnel_to(app, binds, shutdown)
+            public = app.hub.settings.public_url
+            log.info("serving on %s; answer URL %s/answer", ", ".join(binds), public)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    log.info(
+                        "shutting down: no new calls; live calls get %.0f s",
+                        settings.drain_timeout,
+                    )
+                    shutdown.set()
+                    break
+    except* ConfigError as group:  # out of the nursery: one error, said plainly
+        raise group.exceptions[0] from None
+    finally:
+        if tunnel is not None and tunnel.close is not None:
+            tunnel.close()
     return 0
 
 
-async def place_call(to: str, from_: str) -> int:
-    """``voice-agent call``: the exit status; the call id on stdout, a clear reason on stderr."""
+async def _tunnel_to(app, binds: list[str], shutdown: trio.Event):
+    """``serve --tunnel``: the public https URL becomes this server's, and the console lines say so."""
+    from urllib.parse import urlsplit
+
+    from adapters.tunnel import TunnelError, open_tunnel
+
+    port = urlsplit(binds[0]).port
+    try:
+        tunnel = await open_tunnel(port)
+    except TunnelError as exc:
+        shutdown.set()
+        raise ConfigError(f"--tunnel: {exc}") from None
+    old = os.environ.get("PUBLIC_URL")
+    if old and old.rstrip("/") != tunnel.public_url:
+        log.warning("--tunnel: PUBLIC_URL=%s is replaced by %s", old, tunnel.public_url)
+    app.hub.settings = attrs.evolve(app.hub.settings, public_url=tunnel.public_url)
+    print(
+        f"public URL {tunnel.public_url} (from {tunnel.source})\n"
+        "In the Vobiz console, set your number's application to:\n"
+        f"  Answer URL: {tunnel.public_url}/answer   (method POST)\n"
+        f"  Hangup URL: {tunnel.public_url}/hangup   (method POST)",
+        flush=True,
+    )
+    return tunnel
+
+
+async def place_call(to: str, from_: str, server: str | None = None) -> int:
+    """``voice-agent call``: the exit status; the call id on stdout, a clear reason on stderr.
+
+    Without ``PUBLIC_URL`` the running server is asked for its own (``/health``), so a
+    server started with ``serve --tunnel`` can be called through without copying its address.
+    """
     from adapters.settings import ServerSettings
+    from adapters.tunnel import TunnelError, public_url_of
     from adapters.vobiz_rest import VobizApiError, VobizRest
 
     rest = VobizRest.from_env()
@@ -183,19 +225,21 @@ async def place_call(to: str, from_: str) -> int:
         print("voice-agent call: set VOBIZ_AUTH_ID and VOBIZ_AUTH_TOKEN first", file=sys.stderr)
         return 2
     settings = ServerSettings.from_env()
+    public_url = settings.public_url
     if "PUBLIC_URL" not in os.environ:
-        print(
-            "voice-agent call: set PUBLIC_URL to this server's public https address",
-            file=sys.stderr,
-        )
-        return 2
+        try:
+            public_url = await public_url_of(server or f"http://127.0.0.1:{settings.port}")
+        except TunnelError as exc:
+            await rest.aclose()
+            print(f"voice-agent call: {exc}", file=sys.stderr)
+            return 2
     try:
         async with rest:
             call_id = await rest.make_call(
                 from_,
                 to,
-                f"{settings.public_url}/answer",
-                f"{settings.public_url}/hangup",
+                f"{public_url}/answer",
+                f"{public_url}/hangup",
             )
     except VobizApiError as exc:
         print(f"voice-agent call: {exc}", file=sys.stderr)
@@ -247,12 +291,23 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="answer Vobiz calls (webhooks + media WebSocket)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument(
+        "--tunnel",
+        action="store_true",
+        help="take a public https URL from ngrok (its running agent, or pyngrok) and print"
+        " the answer/hangup URLs for the Vobiz console",
+    )
 
     sub.add_parser("doctor", help="explain what the settings will do on a real Vobiz number")
 
     p = sub.add_parser("call", help="place an outbound call through the Vobiz REST API")
     p.add_argument("to")
     p.add_argument("--from", dest="from_", required=True)
+    p.add_argument(
+        "--server",
+        help="the running server to ask for its public URL when PUBLIC_URL is not set"
+        " (default http://127.0.0.1:PORT)",
+    )
 
     p = sub.add_parser("replay", help="replay call logs through the engine (exit 0 identical)")
     from adapters import replay_cli
@@ -282,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"voice-agent: {exc}", file=sys.stderr)
             return 2
     if args.command == "call":
-        return trio.run(place_call, args.to, args.from_)
+        return trio.run(place_call, args.to, args.from_, args.server)
     if args.command == "replay":
         return replay_cli.run(args)
     from adapters import demo
