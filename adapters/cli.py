@@ -1,5 +1,5 @@
 """voice-agent: serve calls, place a call, simulate a caller, run the offline demo, draw the states,
-replay call logs."""
+talk to the agent from the browser, inspect and replay call logs."""
 
 from __future__ import annotations
 
@@ -309,6 +309,22 @@ def main(argv: list[str] | None = None) -> int:
         " (default http://127.0.0.1:PORT)",
     )
 
+    p = sub.add_parser("console", help="talk to the agent from the browser, watch the engine")
+    p.add_argument("--port", type=int, default=None, help="loopback port (default 8765)")
+    p.add_argument("--open", action="store_true", help="open the console in a browser")
+    p.add_argument(
+        "--offline", action="store_true", help="offline providers even when API keys are set"
+    )
+    p.add_argument("--no-record", action="store_true", help="do not keep the calls' audio")
+    p.add_argument(
+        "--token", help="also let requests through a proxy or tunnel in when they carry this"
+    )
+
+    p = sub.add_parser("inspect", help="draw a call log as a page (timeline, lanes, latency)")
+    from adapters.console import inspect as inspect_page
+
+    inspect_page.add_arguments(p)
+
     p = sub.add_parser("replay", help="replay call logs through the engine (exit 0 identical)")
     from adapters import replay_cli
 
@@ -338,8 +354,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "call":
         return trio.run(place_call, args.to, args.from_, args.server)
+    if args.command == "inspect":
+        return inspect_page.run(args)
     if args.command == "replay":
         return replay_cli.run(args)
+    if args.command == "console":
+        from adapters.console import DEFAULT_PORT, console_main
+
+        if args.port is None:
+            args.port = DEFAULT_PORT
+        try:
+            return trio.run(console_main, args)
+        except ConfigError as exc:
+            print(f"voice-agent console: {exc}", file=sys.stderr)
+            return 2
     from adapters import demo
 
     if args.command == "simulate":
