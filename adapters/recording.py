@@ -62,7 +62,9 @@ class Recording:
             out[: len(self._agent), 1] = ulaw_decode(bytes(self._agent))
         return out
 
-    def write_wav(self, path: Path) -> None:
+    def write_wav(self, path: Path, end: float) -> None:
+        """The recording up to the end of the call at ``end``: the phone plays nothing after it."""
+        self.clear(end)
         samples = self.stereo()
         with wave.open(str(path), "wb") as wav:
             wav.setnchannels(2)

@@ -401,7 +401,7 @@ class CallSession:
         )
         self._file.close()
         if self.recording is not None:
-            self.recording.write_wav(self.path.with_suffix(".wav"))
+            self.recording.write_wav(self.path.with_suffix(".wav"), self.now())
         self.log.info("ended (%s); log %s", self.end_reason, self.path)
 
     # -- inbound: translate and forward, nothing else ----------------------------------------

@@ -39,7 +39,7 @@ def test_one_identical_and_one_tampered_log_one_pass_one_failure_naming_the_line
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*bad_call.jsonl: DIVERGES at line %d*" % line,
+            f"*bad_call.jsonl: DIVERGES at line {line}*",
             '*expected: *"A sentence the engine never said."*',
             "*got: *",
             "FAILED calls/regressions/bad_call.jsonl::replays identically*",
