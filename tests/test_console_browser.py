@@ -140,6 +140,16 @@ def browser(tmp_path_factory):
         chromium.close()
 
 
+def _file_text(path: Path, timeout: float = WAIT_MS / 1000) -> str:
+    """The file's text once something is in it (the browser is opened in the background)."""
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and path.read_text()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing written to {path}")
+        time.sleep(0.05)
+    return path.read_text()
+
+
 def _stat(page, name: str):
     return page.evaluate(f"window.phoneStats.{name}")
 
@@ -156,7 +166,7 @@ def test_a_call_from_the_browser_is_heard_answered_interrupted_and_replays(
     errors = PageErrors(page)
     page.goto(console.url)
     page.wait_for_selector("#diagram .state[data-state='listening']")
-    assert console.opened.read_text() == console.url  # --open opened the printed address
+    assert _file_text(console.opened) == console.url  # --open opened the printed address
 
     page.click("#mute")  # the microphone stays closed until the greeting has been heard
     page.click("#call")
@@ -200,9 +210,7 @@ def test_a_call_from_the_browser_is_heard_answered_interrupted_and_replays(
     events = [r for r in records if r["kind"] == "event"]
     commands = [r for r in records if r["kind"] == "command"]
     # the page's playedStream (not the fallback timer) marked the greeting heard
-    assert {"event": "PlaybackMarked", "name": "1.0"}.items() <= events[2].items() or any(
-        r["event"] == "PlaybackMarked" and r["name"] == "1.0" for r in events
-    )
+    assert any(r["event"] == "PlaybackMarked" and r["name"] == "1.0" for r in events)
     assert any(r["event"] == "PlaybackCleared" for r in events)  # the page's clearedAudio
     assert any(r["command"] == "ClearAudio" for r in commands)
     finals = [r["text"] for r in events if r["event"] == "Transcript" and r["is_final"]]

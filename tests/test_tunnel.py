@@ -10,6 +10,8 @@ import attrs
 import httpx
 import pytest
 import trio
+from serving import running_server
+from stand_ins import quiet
 
 from adapters.cli import place_call
 from adapters.settings import ServerSettings
@@ -17,8 +19,6 @@ from adapters.tunnel import TunnelError, forwards_to, open_tunnel, public_url_of
 from engine.config import AgentConfig
 from fixtures.fake_ngrok import fake_ngrok_api, tunnel_to
 from fixtures.fake_vobiz_rest import fake_vobiz_rest
-from tests.serving import running_server
-from tests.stand_ins import quiet
 
 
 @pytest.mark.parametrize(
