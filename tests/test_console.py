@@ -17,6 +17,7 @@ from serving import running_server
 from stand_ins import Hears, Talker
 
 from adapters.audio import ulaw_encode
+from adapters.cli import main as voice_agent
 from adapters.console import access, install
 from adapters.console.feed import ConsoleCalls, feed_record
 from adapters.console.inspect import call_view, read_records
@@ -219,3 +220,10 @@ async def test_a_console_token_lets_a_forwarded_request_in(tmp_path):
                 "/console/api/logs?token=t0ken-for-the-tunnel", headers=forwarded
             )
             assert query.status_code == 200
+
+
+def test_the_inspector_says_why_a_log_cannot_be_read(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind":"header","schema":1}\n{not json\n')
+    assert voice_agent(["inspect", str(bad)]) == 2
+    assert "line 2: not JSON" in capsys.readouterr().err

@@ -296,10 +296,3 @@ def test_the_inspector_renders_every_golden_log(browser, tmp_path):
         if log.stem == "false_interruption_resume":
             page.screenshot(path=str(shots / "inspector-golden.png"), full_page=True)
     page.close()
-
-
-def test_the_inspector_says_why_a_log_cannot_be_read(tmp_path, capsys):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"kind":"header","schema":1}\n{not json\n')
-    assert voice_agent(["inspect", str(bad)]) == 2
-    assert "line 2: not JSON" in capsys.readouterr().err
