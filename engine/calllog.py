@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import attrs
@@ -140,16 +140,25 @@ class LogWriter:
     line was a measurable share of a busy server's CPU (``docs/load.md``).
     """
 
-    def __init__(self, stream: IO[str], record_audio: bool = False) -> None:
+    def __init__(
+        self,
+        stream: IO[str],
+        record_audio: bool = False,
+        listener: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.stream = stream
         self.record_audio = record_audio
         self.latency = LatencyTracker()  # the footer's per-turn figures
+        #: Sees each record once it is written (a live view); it must not raise or block.
+        self.listener = listener
 
     def write(self, record: dict[str, Any]) -> None:
         self.stream.write(dumps(record) + "\n")
         if (record.get("event") or record.get("command")) not in BULK:
             self.stream.flush()
         self.latency.add(record)
+        if self.listener is not None:
+            self.listener(record)
 
     def header(self, **fields: Any) -> None:
         self.write({"kind": "header", "schema": SCHEMA, "record_audio": self.record_audio} | fields)

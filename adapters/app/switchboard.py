@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import attrs
@@ -68,6 +69,8 @@ class Switchboard:
     awaiting_hangup: OrderedDict[str, None] = attrs.field(factory=OrderedDict)
     #: Set while no hang-up is awaited.
     hangups_in: trio.Event = attrs.field(factory=trio.Event)
+    #: Sees every call's log records as they are written (the console's live view).
+    log_listener: Callable[[str, dict[str, Any]], None] | None = None
 
     def __attrs_post_init__(self) -> None:
         self.book = CallBook(self.settings.max_calls)
@@ -109,6 +112,7 @@ class Switchboard:
             reconnect_window=RECONNECT_WINDOW if retries else 0.0,
             max_reconnects=retries,
             stop_grace=self.stop_grace,
+            log_listener=self.log_listener,
         )
 
     def _transfer_url(self, to: str) -> str:

@@ -161,6 +161,8 @@ async def health() -> Response:
         "active_calls": len(board.live),
         "held_calls": board.book.held,
         "version": version(),
+        # Where Vobiz reaches this server: ``voice-agent call`` reads it from here.
+        "public_url": board.settings.public_url,
     }
     status = 503 if board.draining else 200
     return Response(json.dumps(body), status=status, content_type="application/json")

@@ -9,12 +9,16 @@ story. A webhook that arrives after the footer is told to the console instead.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from adapters.call.recording import Recording
 from adapters.vobiz.protocol import Start
+from engine import commands as cmd
 from engine.calllog import LoggedEngine, LogWriter
 from engine.core import Engine
 
@@ -63,12 +67,16 @@ class CallRecord:
         start: Start,
         engine: Engine,
         record_audio: bool,
+        listener: Callable[[str, dict[str, Any]], None] | None = None,
         **header: Any,
     ) -> None:
         wall = datetime.datetime.now(datetime.UTC)
         self.call_id = start.call_id
         self.path, self._file = create_log(log_dir, start.call_id, wall)
-        self.writer = LogWriter(self._file, record_audio)
+        each_record = functools.partial(listener, start.call_id) if listener else None
+        self.writer = LogWriter(self._file, record_audio, each_record)
+        # With audio recording on, both sides of the call also go to a stereo WAV by the log.
+        self.recording = Recording() if record_audio else None
         self.writer.header(
             call_id=start.call_id,
             stream_id=start.stream_id,
@@ -91,7 +99,20 @@ class CallRecord:
             return
         self.writer.note(t, what, **fields)
 
+    def agent_audio(
+        self, command: cmd.PlayAudio | cmd.Checkpoint | cmd.ClearAudio, t: float
+    ) -> None:
+        """What the phone is sent (and told to drop), laid on the recording as it would play."""
+        if self.recording is None:
+            return
+        if isinstance(command, cmd.PlayAudio) and isinstance(command.audio, bytes):
+            self.recording.agent(command.audio, t)
+        elif isinstance(command, cmd.ClearAudio):
+            self.recording.clear(t)
+
     def finish(self, t: float, **footer: Any) -> None:
         turns = [turn.as_dict() for turn in self.writer.latency.turns()]
         self.writer.footer(t, duration=t, turns=turns, **footer)
         self._file.close()
+        if self.recording is not None:
+            self.recording.write_wav(self.path.with_suffix(".wav"), t)

@@ -62,6 +62,8 @@ class CallOptions:
     max_reconnects: int = 0
     #: After our ``stop``, how long Vobiz has to close the stream before the REST hang-up.
     stop_grace: float = 5.0
+    #: Sees every record of the call's log as it is written: ``(call id, record)``.
+    log_listener: Callable[[str, dict[str, Any]], None] | None = None
 
 
 class CallRunner:
@@ -84,6 +86,7 @@ class CallRunner:
             start,
             self.engine,
             options.record_audio,
+            options.log_listener,
             caller=caller,
             callee=callee,
             providers=options.providers.names,
@@ -298,6 +301,8 @@ class CallRunner:
             self.audio_tx.send_nowait(audio)
         except trio.WouldBlock:
             self.dropped_audio += 1
+        if self.record.recording is not None:
+            self.record.recording.caller(audio, self.now())
         if self.vad is None:
             return []
         try:
@@ -325,6 +330,7 @@ class CallRunner:
     async def _carry_out(self, command: Any) -> None:
         match command:
             case cmd.PlayAudio() | cmd.Checkpoint() | cmd.ClearAudio():
+                self.record.agent_audio(command, self.now())
                 self.media.send(command)
                 self._outbox_ready()
             case cmd.Hangup(reason=reason):
