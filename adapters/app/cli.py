@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
-import attrs
 import trio
 
 log = logging.getLogger("voice_agent")
@@ -32,11 +30,9 @@ def _setup_logging(verbose: bool) -> None:
 def build_app(settings):
     """The app for these settings, with the providers they choose."""
     from adapters.app.server import create_app
-    from adapters.app.settings import load_agent_file
     from adapters.app.wiring import build_providers, describe
 
-    config, extra = load_agent_file(settings.agent_file)
-    providers, config = build_providers(settings, config, extra)
+    providers, config = build_providers(settings)
     log.info(describe(providers))
     return create_app(settings, config, providers)
 
@@ -135,7 +131,7 @@ async def serve_on_loopback(nursery: trio.Nursery, app, shutdown: trio.Event) ->
         )
     )
     base = binds[0].replace("0.0.0.0", "127.0.0.1")
-    app.hub.settings = attrs.evolve(app.hub.settings, public_url=base)
+    app.hub.settings = app.hub.settings.with_values(public_url=base)
     return base
 
 
@@ -149,8 +145,8 @@ async def _serve_main(args) -> int:
         overrides["port"] = args.port
     try:
         settings = ServerSettings.from_env(**overrides)
-        if "PUBLIC_URL" not in os.environ:
-            settings = attrs.evolve(settings, public_url=f"http://{settings.host}:{settings.port}")
+        if settings.source("public_url") == "default":
+            settings = settings.with_values(public_url=f"http://{settings.host}:{settings.port}")
         app = build_app(settings)
     except ValueError as exc:  # a setting that cannot work: say which, not a traceback
         raise ConfigError(str(exc)) from None
@@ -174,20 +170,25 @@ async def _serve_main(args) -> int:
 
 async def place_call(to: str, from_: str) -> int:
     """``voice-agent call``: the exit status; the call id on stdout, a clear reason on stderr."""
-    from adapters.app.settings import ServerSettings
+    from adapters.app.settings import ServerSettings, reveal
     from adapters.vobiz.rest import VobizApiError, VobizRest
 
-    rest = VobizRest.from_env()
-    if rest is None:
+    try:
+        settings = ServerSettings.from_env()
+    except ValueError as exc:
+        print(f"voice-agent call: {exc}", file=sys.stderr)
+        return 2
+    if not (settings.vobiz_auth_id and settings.vobiz_auth_token):
         print("voice-agent call: set VOBIZ_AUTH_ID and VOBIZ_AUTH_TOKEN first", file=sys.stderr)
         return 2
-    settings = ServerSettings.from_env()
-    if "PUBLIC_URL" not in os.environ:
+    if settings.source("public_url") == "default":
         print(
             "voice-agent call: set PUBLIC_URL to this server's public https address",
             file=sys.stderr,
         )
         return 2
+    token = reveal(settings.vobiz_auth_token) or ""
+    rest = VobizRest(settings.vobiz_auth_id, token, settings.vobiz_api_url)
     try:
         async with rest:
             call_id = await rest.make_call(
@@ -238,6 +239,25 @@ def _doctor() -> int:
     return status
 
 
+def _config() -> int:
+    """Every effective setting, where it came from, keys masked."""
+    from adapters.app.settings import SOURCES, ServerSettings, effective
+
+    try:
+        settings = ServerSettings.from_env()
+    except ValueError as exc:
+        print(f"voice-agent config: {exc}", file=sys.stderr)
+        return 2
+    rows = effective(settings)
+    width = max(len(name) for name, _, _ in rows)
+    print(f"# sources, highest first: {', '.join(SOURCES)}")
+    print(f"# .env: {settings.env_file or 'none read'}")
+    print(f"# agent file: {settings.agent_file or 'none'}")
+    for name, source, value in rows:
+        print(f"{name:<{width}}  {source:<7}  {value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -248,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int)
 
     sub.add_parser("doctor", help="explain what the settings will do on a real Vobiz number")
+    sub.add_parser(
+        "config", help="print every effective setting and where it came from (keys masked)"
+    )
 
     p = sub.add_parser("call", help="place an outbound call through the Vobiz REST API")
     p.add_argument("to")
@@ -269,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         return _diagram(args)
     if args.command == "doctor":
         return _doctor()
+    if args.command == "config":
+        return _config()
     if args.command == "serve":
         try:
             return trio.run(_serve_main, args)

@@ -22,7 +22,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from adapters.app.admission import CallBook, NewCall, Reconnect, Refused
-from adapters.app.settings import ServerSettings
+from adapters.app.settings import ServerSettings, reveal
 from adapters.call.runner import CallOptions, CallSession, Providers, Transport
 from adapters.vobiz import protocol as vobiz
 from adapters.vobiz import signature
@@ -239,8 +239,8 @@ class CallHub:
                 url,
                 None,
                 request.headers,
-                s.vobiz_auth_token or "",
-                s.vobiz_parent_auth_token,
+                reveal(s.vobiz_auth_token) or "",
+                reveal(s.vobiz_parent_auth_token),
             )
             if not verdict.ok:  # the stricter Plivo form signs the form fields too
                 form = await request.form
@@ -249,8 +249,8 @@ class CallHub:
                     url,
                     form.to_dict(flat=False),
                     request.headers,
-                    s.vobiz_auth_token or "",
-                    s.vobiz_parent_auth_token,
+                    reveal(s.vobiz_auth_token) or "",
+                    reveal(s.vobiz_parent_auth_token),
                 )
         if not verdict.ok:
             log.warning(
@@ -337,7 +337,7 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
     """Build the app; ``app.hub`` holds its calls (tests and the CLI look there)."""
     if settings.media_format not in vobiz.STREAM_CONTENT_TYPES:
         raise ValueError(vobiz.media_format_problem(settings.media_format))
-    tokens = StreamTokens.from_env(settings.stream_secret)
+    tokens = StreamTokens.from_env(reveal(settings.stream_secret))
     if tokens.ephemeral:
         log.warning(
             "STREAM_SECRET is not set: using a random per-process secret. "
@@ -346,7 +346,7 @@ def create_app(settings: ServerSettings, config: AgentConfig, providers: Provide
     rest = None
     if settings.vobiz_auth_id and settings.vobiz_auth_token:
         base_url = settings.vobiz_api_url or DEFAULT_BASE_URL
-        rest = VobizRest(settings.vobiz_auth_id, settings.vobiz_auth_token, base_url)
+        rest = VobizRest(settings.vobiz_auth_id, reveal(settings.vobiz_auth_token) or "", base_url)
     hub = CallHub(settings, config, providers, tokens, rest)
     hub.idle.set()
     hub.hangups_in.set()
