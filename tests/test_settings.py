@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from pydantic import BaseModel
 
 from adapters.app import cli
 from adapters.app.settings import (
@@ -300,3 +301,32 @@ def test_each_table_matches_its_providers_own_defaults(table, provider):
     for name, field in table.model_fields.items():
         assert name in defaults, f"{provider.__name__} has no {name}"
         assert field.default == defaults[name], name
+
+
+# -- the documentation names what exists ------------------------------------------------------
+
+TOP_LEVEL = {
+    name.upper()
+    for name, field in ServerSettings.model_fields.items()
+    if not isinstance(field.default, BaseModel)
+}
+
+
+def test_the_readme_table_names_every_setting_and_nothing_else():
+    rows = [line for line in Path("README.md").read_text().splitlines() if line.startswith("| `")]
+    named = set(re.findall(r"`([A-Z][A-Z_]+)`", "\n".join(rows)))
+    assert TOP_LEVEL - named == set()
+    assert named - TOP_LEVEL == {"ENV_FILE"}
+
+
+def test_the_env_example_loads_and_names_only_settings():
+    text = Path(".env.example").read_text()
+    names = set(re.findall(r"^#? ?([A-Z][A-Z_]+)=", text, re.MULTILINE))
+    tables = {n for n in names if "__" in n}
+    assert names - tables <= TOP_LEVEL
+    for name in tables:
+        table, key = name.lower().split("__")
+        assert key in ServerSettings.model_fields[table].annotation.model_fields
+    s = ServerSettings.from_env({"ENV_FILE": ".env.example"})
+    assert s.public_url == "https://agent.example.com" and s.source("port") == ".env"
+    assert s.vobiz_auth_token is None  # listed empty: unset
