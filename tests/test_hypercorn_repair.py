@@ -1,8 +1,8 @@
 """A caller hanging up as the server closes must end that one connection, not the server.
 
-Real sockets on loopback against hypercorn's trio worker. Without the repairs in
+Real sockets on loopback against hypercorn's trio worker. Without the repair in
 ``adapters.app.hypercorn_repair`` the first test ends with ``trio.BusyResourceError`` out
-of ``serve`` within the first hundred connections on the development machine.
+of ``serve`` (see docs/hypercorn-close-race.md).
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import os
 import struct
 import subprocess
 import sys
+from importlib.metadata import version
 
+import pytest
 import trio
+import trio.testing
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
 
 from adapters.app import hypercorn_repair
 
@@ -82,12 +86,56 @@ async def test_simultaneous_closes_leave_the_server_serving() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_a_failing_connection_is_logged_and_ends_alone(caplog) -> None:
+async def test_a_stream_error_ends_that_connection_alone(caplog) -> None:
+    """Another task is writing to the socket when hypercorn answers a bad request on it."""
+    hypercorn_repair.install()
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    async with listener, await trio.open_tcp_stream("127.0.0.1", port) as client:
+        stream = await listener.accept()
+
+        async def hog() -> None:  # the client never reads, so this write blocks
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.send_all(b"x" * 50_000_000)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hog)
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send_all(b"NOT HTTP\r\n\r\n")  # hypercorn replies 400 from its reader
+            server = TCPServer(closes_on_first_message, Config(), WorkerContext(None), {}, stream)
+            with caplog.at_level(logging.ERROR, logger="voice_agent.server"):
+                await server.run()  # BusyResourceError, contained
+    assert "a connection failed inside hypercorn" in caplog.text
+    assert "BusyResourceError" in caplog.text
+
+
+async def test_any_other_error_is_not_hidden() -> None:
     hypercorn_repair.install()
     broken = TCPServer(None, Config(), None, None, stream=object())  # no socket at all
-    with caplog.at_level(logging.ERROR, logger="voice_agent.server"):
+    with pytest.raises(AttributeError):
         await broken.run()
-    assert "a connection failed inside hypercorn" in caplog.text
+
+
+def test_an_unknown_hypercorn_is_left_alone_and_says_so() -> None:
+    check = (
+        "import logging, hypercorn.trio.tcp_server as t; from adapters.app import hypercorn_repair; "
+        "logging.basicConfig(); print(hypercorn_repair.install('0.19.0')); "
+        "print(t.TCPServer._close.__module__, t.TCPServer.run.__module__)"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [
+        "False",
+        "hypercorn.trio.tcp_server",
+        "hypercorn.trio.tcp_server",
+    ]
+    assert "hypercorn 0.19.0 is not a version the close-race repair was written for" in done.stderr
+    assert "not patched" in done.stderr
+
+
+def test_the_installed_hypercorn_is_one_the_repair_knows() -> None:
+    """The pin in pyproject.toml and the versions the repair accepts move together."""
+    assert version("hypercorn") in hypercorn_repair.KNOWN_VERSIONS
+    assert hypercorn_repair.install() is True
 
 
 def test_hypercorns_own_command_line_gets_the_repairs_too() -> None:

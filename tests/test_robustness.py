@@ -283,6 +283,7 @@ async def agent_ends_call(tmp_path, tool, arguments="{}", fail=None, close_on_st
             vobiz_auth_id=fake.auth_id,
             vobiz_auth_token=fake.auth_token,
             vobiz_api_url=fake.url,
+            validate_signatures=False,
         )
         async with running_server(s, AgentConfig(), providers) as app:
             app.switchboard.stop_grace = 0.5

@@ -9,25 +9,16 @@ def test_contract_types_are_frozen():
 
 
 def test_the_example_agent_file_loads_and_wires_the_offline_providers():
-    from pathlib import Path
-
-    from adapters.app.settings import ServerSettings, load_agent_file
+    from adapters.app.settings import ServerSettings
     from adapters.app.wiring import build_providers
 
-    config, extra = load_agent_file(Path("agent.example.toml"))
-    assert config.greeting == "Hello, Trattoria Roma, how can I help you?"
-    settings = ServerSettings.from_env({}, stt="offline", llm="scripted", tts="offline")
-    providers, _ = build_providers(settings, config, extra)
+    settings = ServerSettings.from_env(
+        {"AGENT_FILE": "agent.example.toml"},
+        stt_provider="offline",
+        llm_provider="scripted",
+        tts_provider="offline",
+    )
+    assert settings.agent_config().greeting == "Hello, Trattoria Roma, how can I help you?"
+    providers, _ = build_providers(settings)
     assert providers.names["tts"] == "offline"
     assert providers.tts.espeak.rate_wpm == 165
-
-
-def test_a_misspelt_agent_setting_is_an_error_naming_the_file(tmp_path):
-    import pytest
-
-    from adapters.app.settings import load_agent_file
-
-    path = tmp_path / "agent.toml"
-    path.write_text('[agent]\ngreetng = "hi"\n')
-    with pytest.raises(ValueError, match=r"agent.toml.*greetng"):
-        load_agent_file(path)

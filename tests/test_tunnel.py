@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 
-import attrs
 import httpx
 import pytest
 import trio
@@ -175,9 +174,8 @@ async def _read_until(process: trio.Process, marker: bytes, timeout: float) -> s
 async def test_call_finds_the_public_url_on_a_running_servers_health(tmp_path):
     settings = ServerSettings.from_env({}, call_log_dir=tmp_path, stream_secret="t" * 32)
     async with running_server(settings, AgentConfig(), quiet()) as app:
-        app.switchboard.settings = attrs.evolve(
-            app.switchboard.settings, public_url="https://a.example.net"
-        )
+        settings = app.switchboard.settings
+        app.switchboard.settings = settings.with_values(public_url="https://a.example.net")
         assert await public_url_of(app.base_url) == "https://a.example.net"
 
 

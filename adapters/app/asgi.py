@@ -4,7 +4,7 @@ Built from the environment at import, like ``voice-agent serve`` (which also dra
 live calls on SIGTERM; under hypercorn's own command line, give live calls time with
 ``--graceful-timeout``). Always use hypercorn's trio worker (``-k trio``): the app runs
 on trio. Importing this module repairs hypercorn's connection close
-(:mod:`adapters.hypercorn_repair`), as ``voice-agent serve`` does.
+(:mod:`adapters.app.hypercorn_repair`), as ``voice-agent serve`` does.
 """
 
 from adapters.app import hypercorn_repair

@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
-import attrs
 import trio
 
 log = logging.getLogger("voice_agent")
@@ -33,11 +31,9 @@ def _setup_logging(verbose: bool) -> None:
 def build_app(settings):
     """The app for these settings, with the providers they choose."""
     from adapters.app.server import create_app
-    from adapters.app.settings import load_agent_file
     from adapters.app.wiring import build_providers, describe
 
-    config, extra = load_agent_file(settings.agent_file)
-    providers, config = build_providers(settings, config, extra)
+    providers, config = build_providers(settings)
     log.info(describe(providers))
     return create_app(settings, config, providers)
 
@@ -135,7 +131,7 @@ async def serve_on_loopback(nursery: trio.Nursery, app, shutdown: trio.Event) ->
         )
     )
     base = binds[0].replace("0.0.0.0", "127.0.0.1")
-    app.switchboard.settings = attrs.evolve(app.switchboard.settings, public_url=base)
+    app.switchboard.settings = app.switchboard.settings.with_values(public_url=base)
     return base
 
 
@@ -149,8 +145,8 @@ async def _serve_main(args) -> int:
         overrides["port"] = args.port
     try:
         settings = ServerSettings.from_env(**overrides)
-        if "PUBLIC_URL" not in os.environ:
-            settings = attrs.evolve(settings, public_url=f"http://{settings.host}:{settings.port}")
+        if settings.source("public_url") == "default":
+            settings = settings.with_values(public_url=f"http://{settings.host}:{settings.port}")
         app = build_app(settings)
     except ValueError as exc:  # a setting that cannot work: say which, not a traceback
         raise ConfigError(str(exc)) from None
@@ -195,10 +191,11 @@ async def _tunnel_to(app, binds: list[str], shutdown: trio.Event):
     except TunnelError as exc:
         shutdown.set()
         raise ConfigError(f"--tunnel: {exc}") from None
-    old = os.environ.get("PUBLIC_URL")
+    settings = app.switchboard.settings
+    old = settings.public_url if settings.source("public_url") != "default" else None
     if old and old.rstrip("/") != tunnel.public_url:
         log.warning("--tunnel: PUBLIC_URL=%s is replaced by %s", old, tunnel.public_url)
-    app.switchboard.settings = attrs.evolve(app.switchboard.settings, public_url=tunnel.public_url)
+    app.switchboard.settings = app.switchboard.settings.with_values(public_url=tunnel.public_url)
     print(
         f"public URL {tunnel.public_url} (from {tunnel.source})\n"
         "In the Vobiz console, set your number's application to:\n"
@@ -215,23 +212,27 @@ async def place_call(to: str, from_: str, server: str | None = None) -> int:
     Without ``PUBLIC_URL`` the running server is asked for its own (``/health``), so a
     server started with ``serve --tunnel`` can be called through without copying its address.
     """
-    from adapters.app.settings import ServerSettings
+    from adapters.app.settings import ServerSettings, reveal
     from adapters.app.tunnel import TunnelError, public_url_of
     from adapters.vobiz.rest import VobizApiError, VobizRest
 
-    rest = VobizRest.from_env()
-    if rest is None:
+    try:
+        settings = ServerSettings.from_env()
+    except ValueError as exc:
+        print(f"voice-agent call: {exc}", file=sys.stderr)
+        return 2
+    if not (settings.vobiz_auth_id and settings.vobiz_auth_token):
         print("voice-agent call: set VOBIZ_AUTH_ID and VOBIZ_AUTH_TOKEN first", file=sys.stderr)
         return 2
-    settings = ServerSettings.from_env()
     public_url = settings.public_url
-    if "PUBLIC_URL" not in os.environ:
+    if settings.source("public_url") == "default":
         try:
             public_url = await public_url_of(server or f"http://127.0.0.1:{settings.port}")
         except TunnelError as exc:
-            await rest.aclose()
             print(f"voice-agent call: {exc}", file=sys.stderr)
             return 2
+    token = reveal(settings.vobiz_auth_token) or ""
+    rest = VobizRest(settings.vobiz_auth_id, token, settings.vobiz_api_url)
     try:
         async with rest:
             call_id = await rest.make_call(
@@ -282,6 +283,25 @@ def _doctor() -> int:
     return status
 
 
+def _config() -> int:
+    """Every effective setting, where it came from, keys masked."""
+    from adapters.app.settings import SOURCES, ServerSettings, effective
+
+    try:
+        settings = ServerSettings.from_env()
+    except ValueError as exc:
+        print(f"voice-agent config: {exc}", file=sys.stderr)
+        return 2
+    rows = effective(settings)
+    width = max(len(name) for name, _, _ in rows)
+    print(f"# sources, highest first: {', '.join(SOURCES)}")
+    print(f"# .env: {settings.env_file or 'none read'}")
+    print(f"# agent file: {settings.agent_file or 'none'}")
+    for name, source, value in rows:
+        print(f"{name:<{width}}  {source:<7}  {value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -298,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     sub.add_parser("doctor", help="explain what the settings will do on a real Vobiz number")
+    sub.add_parser(
+        "config", help="print every effective setting and where it came from (keys masked)"
+    )
 
     p = sub.add_parser("call", help="place an outbound call through the Vobiz REST API")
     p.add_argument("to")
@@ -345,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         return _diagram(args)
     if args.command == "doctor":
         return _doctor()
+    if args.command == "config":
+        return _config()
     if args.command == "serve":
         try:
             return trio.run(_serve_main, args)

@@ -39,7 +39,11 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
     from engine.views import latency_table, timeline
 
     settings = ServerSettings.from_env(
-        host="127.0.0.1", port=0, stt="offline", llm="scripted", tts="offline"
+        host="127.0.0.1",
+        port=0,
+        stt_provider="offline",
+        llm_provider="scripted",
+        tts_provider="offline",
     )
     app = build_app(settings)
     board = app.switchboard

@@ -9,13 +9,11 @@ line by line, what is enforced and what to change. Secrets are never shown.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import attrs
 
-from adapters.app.settings import ServerSettings
+from adapters.app.settings import ServerSettings, masked
 from adapters.vobiz import protocol as vobiz
 
 OK, NOTE, PROBLEM = "ok", "note", "PROBLEM"
@@ -28,14 +26,8 @@ class Finding:
     text: str
 
 
-def masked(secret: str | None) -> str:
-    """Whether a secret is there, and nothing of the secret itself."""
-    return f"set, {len(secret)} characters" if secret else "(not set)"
-
-
-def examine(settings: ServerSettings, env: Mapping[str, str] | None = None) -> list[Finding]:
+def examine(settings: ServerSettings) -> list[Finding]:
     """Every finding about these settings, in the order an operator should read them."""
-    env = os.environ if env is None else env
     found = [*_public_url(settings), *_signatures(settings), *_stream(settings)]
     rest = bool(settings.vobiz_auth_id and settings.vobiz_auth_token)
     found.append(
@@ -52,11 +44,16 @@ def examine(settings: ServerSettings, env: Mapping[str, str] | None = None) -> l
             "and no REST fallback when a stream stays open after the agent's stop",
         )
     )
-    for key, what in (("DEEPGRAM_API_KEY", "Deepgram"), ("OPENAI_API_KEY", "OpenAI")):
-        state = masked(env.get(key))
-        level = OK if env.get(key) else NOTE
+    for key, what in (("deepgram_api_key", "Deepgram"), ("openai_api_key", "OpenAI")):
+        secret = getattr(settings, key)
+        level = OK if secret is not None else NOTE
         found.append(
-            Finding(level, what, f"{key} {state}" + ("" if env.get(key) else ": offline stand-in"))
+            Finding(
+                level,
+                what,
+                f"{key.upper()} {masked(secret)}"
+                + ("" if secret is not None else ": offline stand-in"),
+            )
         )
     found.append(
         Finding(

@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 
 from adapters.app import webhook_trust
 from adapters.app.media_socket import media_socket
-from adapters.app.settings import ServerSettings
+from adapters.app.settings import ServerSettings, reveal
 from adapters.app.switchboard import Switchboard
 from adapters.app.webhooks import add_webhooks
 from adapters.providers.interfaces import Providers
@@ -45,7 +45,7 @@ def create_app(
     """Build the app; ``app.switchboard`` holds its calls (tests and the CLI look there)."""
     if settings.media_format not in STREAM_CONTENT_TYPES:
         raise ValueError(media_format_problem(settings.media_format))
-    tokens = StreamTokens.from_env(settings.stream_secret)
+    tokens = StreamTokens.from_env(reveal(settings.stream_secret))
     if tokens.ephemeral:
         log.warning(
             "STREAM_SECRET is not set: using a random per-process secret. "
@@ -54,7 +54,7 @@ def create_app(
     rest = None
     if settings.vobiz_auth_id and settings.vobiz_auth_token:
         base_url = settings.vobiz_api_url or DEFAULT_BASE_URL
-        rest = VobizRest(settings.vobiz_auth_id, settings.vobiz_auth_token, base_url)
+        rest = VobizRest(settings.vobiz_auth_id, reveal(settings.vobiz_auth_token) or "", base_url)
     board = Switchboard(settings, config, providers, tokens, rest)
     app = VoiceAgentApp("voice_agent")
     app.switchboard = board

@@ -14,7 +14,7 @@ import logging
 import attrs
 from quart import Response, request
 
-from adapters.app.settings import ServerSettings
+from adapters.app.settings import ServerSettings, reveal
 from adapters.vobiz import signature
 from adapters.vobiz.signature import NonceMemory
 
@@ -72,8 +72,8 @@ async def _verdict(settings: ServerSettings) -> signature.Verdict:
     query = request.query_string.decode()
     # Vobiz signs the URL it was given, i.e. the public one, not what a proxy forwards.
     url = settings.public_url + request.path + (f"?{query}" if query else "")
-    token = settings.vobiz_auth_token or ""
-    parent = settings.vobiz_parent_auth_token
+    token = reveal(settings.vobiz_auth_token) or ""
+    parent = reveal(settings.vobiz_parent_auth_token)
     if not signature.present(request.headers):  # refused from the headers: no body is read
         return signature.check(request.method, url, None, request.headers, token)
     verdict = signature.check(request.method, url, None, request.headers, token, parent)

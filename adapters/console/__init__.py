@@ -19,7 +19,6 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 from quart import Blueprint, Response, redirect, request, send_from_directory, websocket
 
@@ -203,7 +202,11 @@ async def console_main(args: Any) -> int:
 
     overrides: dict[str, Any] = {}
     if args.offline:
-        overrides |= {"stt": "offline", "llm": "scripted", "tts": "offline"}
+        overrides |= {
+            "stt_provider": "offline",
+            "llm_provider": "scripted",
+            "tts_provider": "offline",
+        }
     try:
         # The page is the phone company here: no Vobiz account, no signatures, one format.
         settings = ServerSettings.from_env(
@@ -231,7 +234,7 @@ async def console_main(args: Any) -> int:
                 )
             )
             base = binds[0].replace("0.0.0.0", "127.0.0.1")
-            app.switchboard.settings = attrs.evolve(app.switchboard.settings, public_url=base)
+            app.switchboard.settings = app.switchboard.settings.with_values(public_url=base)
             url = f"{base}/console/"
             print(f"console: {url}", flush=True)
             print(f"call logs: {settings.call_log_dir.resolve()}", flush=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
-import os
 from collections import deque
 from typing import Any
 from urllib.parse import urlencode
@@ -46,10 +45,6 @@ FATAL_STATUSES = frozenset({400, 401, 402, 403})
 FATAL_CLOSE_CODES = frozenset({1008})
 
 
-def _env(name: str, default: str) -> Any:
-    return attrs.Factory(lambda: os.environ.get(name, default))
-
-
 @attrs.frozen
 class DeepgramSettings:
     """How to reach Deepgram and what to ask of it.
@@ -59,8 +54,8 @@ class DeepgramSettings:
     ``utterance_end_ms`` backs it up when noise hides the silence.
     """
 
-    api_key: str = attrs.field(default=_env("DEEPGRAM_API_KEY", ""), repr=False)
-    url: str = _env("DEEPGRAM_URL", "wss://api.deepgram.com")
+    api_key: str = attrs.field(default="", repr=False)
+    url: str = "wss://api.deepgram.com"
     model: str = "nova-3"
     language: str = "en"
     interim_results: bool = True

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,16 +28,12 @@ from adapters.providers.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
 
 
-def _env(name: str, default: str) -> Any:
-    return attrs.Factory(lambda: os.environ.get(name, default))
-
-
 @attrs.frozen
 class AuraSettings:
     """Which voice, and how long to wait before calling a sentence lost."""
 
-    api_key: str = attrs.field(default=_env("DEEPGRAM_API_KEY", ""), repr=False)
-    url: str = _env("DEEPGRAM_URL", "wss://api.deepgram.com")
+    api_key: str = attrs.field(default="", repr=False)
+    url: str = "wss://api.deepgram.com"
     model: str = "aura-2-thalia-en"
     connect_timeout: float = 5.0
     #: Longest wait for the first audio, and then between two messages.

@@ -11,7 +11,6 @@ rounds of the same ``complete()``, so the engine only ever sees text,
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,18 +28,14 @@ from engine.events import LlmDone, LlmFailed, LlmText, LlmToolCall
 DEFAULT_TIMEOUT = httpx2.Timeout(10, connect=3)
 
 
-def env_default(name: str) -> Any:
-    """An attrs default read from the environment when the settings are made, not imported."""
-    return attrs.Factory(lambda: os.environ.get(name))
-
-
 @attrs.frozen
 class ChatSettings:
     """How to reach the model and how patient to be with it.
 
-    ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` and
-    ``OPENAI_API_KEY`` as read when the settings are made. The system prompt
-    is not here: the engine puts it at the head of the messages.
+    ``base_url`` and ``api_key`` are given by whoever builds the provider
+    (``adapters/app/wiring.py`` passes ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``
+    from the settings). The system prompt is not here: the engine puts it at the
+    head of the messages.
     """
 
     model: str = "gpt-4o-mini"
@@ -48,8 +43,8 @@ class ChatSettings:
     max_completion_tokens: int | None = 300
     timeout: httpx2.Timeout = DEFAULT_TIMEOUT
     max_retries: int = attrs.field(default=1, validator=attrs.validators.in_((0, 1)))
-    base_url: str | None = env_default("OPENAI_BASE_URL")
-    api_key: str | None = attrs.field(default=env_default("OPENAI_API_KEY"), repr=False)
+    base_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
     tools_module: str | None = None
     max_tool_rounds: int = 3
 

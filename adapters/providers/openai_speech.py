@@ -22,7 +22,6 @@ from adapters.providers.interfaces import ProviderLink
 from adapters.providers.openai_chat import (
     DEFAULT_TIMEOUT,
     RunBoundClient,
-    env_default,
     failure_reason,
 )
 from engine.events import TtsAudio, TtsDone, TtsFailed
@@ -38,8 +37,8 @@ class SpeechSettings:
     speed: float | None = None
     timeout: httpx2.Timeout = DEFAULT_TIMEOUT
     max_retries: int = attrs.field(default=1, validator=attrs.validators.in_((0, 1)))
-    base_url: str | None = env_default("OPENAI_BASE_URL")
-    api_key: str | None = attrs.field(default=env_default("OPENAI_API_KEY"), repr=False)
+    base_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
 
 
 class OpenAISpeech:

@@ -8,8 +8,6 @@ Built on ``httpx.AsyncClient``, which runs under trio.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from urllib.parse import quote
 
 import httpx
@@ -74,15 +72,6 @@ class VobizRest:
 
     def __repr__(self) -> str:
         return f"VobizRest(auth_id={self.auth_id!r}, base_url={self.base_url!r})"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> VobizRest | None:
-        """A client from ``VOBIZ_AUTH_ID`` / ``VOBIZ_AUTH_TOKEN`` / ``VOBIZ_API_URL``, or None."""
-        env = os.environ if env is None else env
-        auth_id, auth_token = env.get("VOBIZ_AUTH_ID"), env.get("VOBIZ_AUTH_TOKEN")
-        if not auth_id or not auth_token:
-            return None
-        return cls(auth_id, auth_token, env.get("VOBIZ_API_URL") or DEFAULT_BASE_URL)
 
     async def __aenter__(self) -> VobizRest:
         return self
