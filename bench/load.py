@@ -209,8 +209,8 @@ async def _loop_lag(samples: array, stalls: list, stop: trio.Event) -> None:
 
 
 async def server_main(args: argparse.Namespace) -> None:
-    from adapters.app.cli import serve_on_loopback
     from adapters.app.server import create_app
+    from adapters.app.serving import serve_on_loopback
     from adapters.app.settings import ServerSettings
     from adapters.media.vad import LocalVad
     from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from adapters.app.cli import serve_on_loopback
 from adapters.app.server import create_app
+from adapters.app.serving import serve_on_loopback
 from adapters.app.settings import ServerSettings
 
 

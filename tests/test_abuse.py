@@ -252,7 +252,7 @@ async def test_huge_answer_forms_are_refused_and_memory_stays_flat(tmp_path):
 
 
 async def test_an_oversized_body_gets_413_and_a_silent_client_is_dropped(tmp_path, autojump_clock):
-    from adapters.app.cli import READ_TIMEOUT
+    from adapters.app.serving import READ_TIMEOUT
 
     async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
         parts = urlsplit(app.base_url)
@@ -349,8 +349,8 @@ async def test_a_huge_checkpoint_name_is_a_protocol_error_not_megabytes_of_log(t
 
 
 async def test_a_draining_server_waits_for_vobizs_last_hangup_then_exits(tmp_path):
-    from adapters.app.cli import serve_on_loopback
     from adapters.app.server import create_app
+    from adapters.app.serving import serve_on_loopback
 
     app = create_app(settings(tmp_path, drain_timeout=0.2), AgentConfig(), quiet())
     shutdown = trio.Event()

@@ -16,8 +16,8 @@ from serving import running_server
 from stand_ins import Ear, Hears, Quiet, Talker, quiet
 from trio_websocket import ConnectionClosed
 
-from adapters.app.cli import serve_on_loopback
 from adapters.app.server import create_app
+from adapters.app.serving import serve_on_loopback
 from adapters.app.settings import ServerSettings
 from adapters.call.runner import STT_BUFFER_FRAMES
 from adapters.providers.interfaces import Providers

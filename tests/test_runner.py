@@ -63,7 +63,7 @@ async def test_a_webhook_after_the_footer_is_not_written_and_does_not_raise(tmp_
 def test_settling_warms_the_providers_and_freezes_the_heap_out_of_the_collector():
     import gc
 
-    from adapters.app.cli import GC_THRESHOLDS, settle
+    from adapters.app.serving import GC_THRESHOLDS, settle
 
     class Warmable(Silent):
         warmed = 0

@@ -8,7 +8,7 @@ on trio. Importing this module repairs hypercorn's connection close
 """
 
 from adapters.app import hypercorn_repair
-from adapters.app.cli import build_app, settle
+from adapters.app.serving import build_app, settle
 from adapters.app.settings import ServerSettings
 
 hypercorn_repair.install()

@@ -32,7 +32,7 @@ DEMO_SCRIPT = CallerScript(
 
 
 async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> int:
-    from adapters.app.cli import build_app, serve_on_loopback
+    from adapters.app.serving import build_app, serve_on_loopback
     from adapters.app.settings import ServerSettings
     from engine.calllog import read_log, split_log
     from engine.replay import replay

@@ -89,6 +89,6 @@ def install(installed: str | None = None) -> bool:
             ", ".join(sorted(KNOWN_VERSIONS)),
         )
         return False
-    TCPServer._close = _close_under_send_lock
-    TCPServer.run = _run_contained
+    TCPServer._close = _close_under_send_lock  # type: ignore[method-assign]
+    TCPServer.run = _run_contained  # type: ignore[method-assign]
     return True

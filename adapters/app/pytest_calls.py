@@ -92,7 +92,7 @@ class CallLogItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ReplayDiverged):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
+        return str(super().repr_failure(excinfo, style))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"replay {self.path.name}"

@@ -130,7 +130,8 @@ def _agent_options() -> type[_Table]:
     for field in attrs.fields(AgentConfig):
         default = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            fields[field.name] = (types[field.name], Field(default_factory=default.factory))
+            factory = default.factory  # type: ignore[union-attr]
+            fields[field.name] = (types[field.name], Field(default_factory=factory))
         else:
             fields[field.name] = (types[field.name], default)
     return _create_model(
@@ -301,7 +302,7 @@ def masked(secret: SecretStr | str | None) -> str:
     """Whether a key is set and its length: never any part of it."""
     if secret is None:
         return "not set"
-    text = reveal(secret) if isinstance(secret, SecretStr) else secret
+    text = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     return f"set ({len(text)} characters)"
 
 

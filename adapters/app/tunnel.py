@@ -108,7 +108,7 @@ async def _from_agent(http: httpx.AsyncClient, api: str, port: int) -> Tunnel:
 
 def _from_pyngrok(port: int, api: str, why: str) -> Tunnel:
     try:
-        from pyngrok import ngrok  # type: ignore[import-not-found]
+        from pyngrok import ngrok
     except ImportError:
         raise TunnelError(
             f"no ngrok agent answers at {api} ({why}) and pyngrok is not installed. "

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from adapters.app.settings import ServerSettings, reveal
-from adapters.providers.interfaces import Providers
+from adapters.providers.interfaces import LanguageModel, Providers, TextToSpeech
 from engine.config import AgentConfig
 
 
@@ -51,7 +51,7 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
     if llm == "openai":
         from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 
-        brain = OpenAIChat(
+        brain: LanguageModel = OpenAIChat(
             ChatSettings(
                 **settings.openai_chat.model_dump(),
                 base_url=settings.openai_base_url,
@@ -84,7 +84,7 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
     if tts == "openai":
         from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 
-        voice = OpenAISpeech(
+        voice: TextToSpeech = OpenAISpeech(
             SpeechSettings(
                 **settings.openai_speech.model_dump(),
                 base_url=settings.openai_base_url,
@@ -113,7 +113,13 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
         from adapters.media.vad import LocalVad
 
         vad = LocalVad(kind=settings.local_vad)
-    names = {"stt": stt, "llm": llm, "tts": tts, "vad": settings.local_vad, "barge_in": barge_in}
+    names: dict[str, str] = {
+        "stt": stt,
+        "llm": llm,
+        "tts": tts,
+        "vad": settings.local_vad,
+        "barge_in": barge_in,
+    }
     providers = Providers(
         stt=stt_factory,
         llm=brain,

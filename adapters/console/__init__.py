@@ -187,7 +187,7 @@ def install(app: Any, token: str | None = None) -> ConsoleCalls:
     app.register_blueprint(bp)
 
     @app.get("/")
-    async def root() -> Response:
+    async def root() -> Any:
         return redirect("/console/")
 
     return calls
@@ -197,7 +197,7 @@ async def console_main(args: Any) -> int:
     """Serve the console on loopback until interrupted; print (and maybe open) its address."""
     import signal
 
-    from adapters.app.cli import ConfigError, build_app, serve_app
+    from adapters.app.serving import ConfigError, build_app, serve_app
     from adapters.app.settings import ServerSettings
 
     overrides: dict[str, Any] = {}
@@ -245,8 +245,8 @@ async def console_main(args: Any) -> int:
                     shutdown.set()
                     break
     except* OSError as group:
-        exc = group.exceptions[0]
+        first = group.exceptions[0]
         raise ConfigError(
-            f"cannot serve on 127.0.0.1:{args.port} ({exc}); choose another port with --port"
+            f"cannot serve on 127.0.0.1:{args.port} ({first}); choose another port with --port"
         ) from None
     return 0

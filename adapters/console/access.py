@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 #: Headers a forwarding proxy adds; a request carrying one did not start on this machine.
@@ -49,8 +50,8 @@ def _presented_token(headers: Mapping[str, str], args: Mapping[str, str]) -> str
 
 def refusal(
     remote_addr: str | None,
-    headers: Mapping[str, str],
-    args: Mapping[str, str],
+    headers: Mapping[str, str] | Any,
+    args: Mapping[str, str] | Any,
     token: str | None,
     websocket: bool = False,
 ) -> str | None:

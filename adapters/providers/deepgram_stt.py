@@ -33,11 +33,11 @@ from trio_websocket import (
     WebSocketConnection,
 )
 
+from adapters.media.audio import PHONE_RATE
+from adapters.providers.deepgram import auth_headers, refusal_detail
 from adapters.providers.interfaces import AudioSource, ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import CallerPaused, CallerSpeechStarted, SttLost, SttRestored, Transcript
-
-BYTES_PER_SECOND = 8000
 
 #: Handshake refusals that mean "fix the account or the request", never "try again".
 FATAL_STATUSES = frozenset({400, 401, 402, 403})
@@ -93,7 +93,7 @@ class DeepgramSettings:
         return f"{self.url.rstrip('/')}/v1/listen?{urlencode(params)}"
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"Authorization", f"Token {self.api_key}".encode())]
+        return auth_headers(self.api_key)
 
 
 def _bool(value: bool) -> str:
@@ -174,11 +174,12 @@ class AudioBacklog:
 
     def call_time_of(self, offset: int) -> float | None:
         """When the phone delivered the audio at ``offset`` of this connection, if still known."""
-        sent = [c for c in self.chunks if c.sent_at is not None]
-        i = bisect.bisect_right([c.sent_at for c in sent], offset) - 1
-        if i < 0 or offset >= sent[i].sent_at + len(sent[i].data):  # type: ignore[operator]
+        sent = [(c.sent_at, c) for c in self.chunks if c.sent_at is not None]
+        i = bisect.bisect_right([at for at, _ in sent], offset) - 1
+        if i < 0 or offset >= sent[i][0] + len(sent[i][1].data):
             return None
-        return sent[i].at + (offset - sent[i].sent_at) / BYTES_PER_SECOND  # type: ignore[operator]
+        sent_at, chunk = sent[i]
+        return chunk.at + (offset - sent_at) / PHONE_RATE
 
 
 KEEP_ALIVE = json.dumps({"type": "KeepAlive"})
@@ -200,7 +201,7 @@ class DeepgramSTT:
 
     async def run(self, audio: AudioSource, link: ProviderLink) -> None:
         """Stream until ``audio`` ends; survives drops, gives up only on account errors."""
-        backlog = AudioBacklog(max_bytes=round(self.settings.backlog_seconds * BYTES_PER_SECOND))
+        backlog = AudioBacklog(max_bytes=round(self.settings.backlog_seconds * PHONE_RATE))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump, audio, backlog, link)
             await self._connect_loop(backlog, link)
@@ -223,7 +224,7 @@ class DeepgramSTT:
                 return  # CloseStream answered: the call's audio has ended
             except ConnectionRejected as exc:
                 if exc.status_code in FATAL_STATUSES:
-                    why = f"handshake refused with HTTP {exc.status_code} ({_dg_error(exc)})"
+                    why = f"handshake refused with HTTP {exc.status_code} ({refusal_detail(exc)})"
                     link.log.error(
                         "deepgram stt: %s; not retrying, the call goes on without speech "
                         "recognition",
@@ -232,7 +233,7 @@ class DeepgramSTT:
                     if not down:
                         await link.emit(SttLost(why[:200]))
                     return
-                reason = f"handshake refused with HTTP {exc.status_code} ({_dg_error(exc)})"
+                reason = f"handshake refused with HTTP {exc.status_code} ({refusal_detail(exc)})"
             except _Fatal as exc:
                 link.log.error("deepgram stt: %s; not retrying", exc)
                 if not down:
@@ -266,13 +267,6 @@ async def _pump(audio: AudioSource, backlog: AudioBacklog, link: ProviderLink) -
     backlog.close()
 
 
-def _dg_error(exc: ConnectionRejected) -> str:
-    for name, value in exc.headers or ():
-        if name.lower() == b"dg-error":
-            return value.decode(errors="replace")
-    return (exc.body or b"").decode(errors="replace")[:200] or "no detail"
-
-
 @attrs.define(eq=False)
 class _Session:
     """One connection: a reader that never stops reading, and a writer for audio and control."""
@@ -302,7 +296,9 @@ class _Session:
             try:
                 message = await ws.get_message()
             except ConnectionClosed as exc:
-                code, why = exc.reason.code, exc.reason.reason or exc.reason.name
+                reason = exc.reason
+                code = reason.code if reason else None
+                why = (reason.reason or reason.name) if reason else "no reason"
                 if code == 1000 and self.close_sent:
                     return None
                 if code in FATAL_CLOSE_CODES:
@@ -318,10 +314,10 @@ class _Session:
         if kind == "Results":
             await self._results(message)
         elif kind == "CallerSpeechStarted":
-            offset = round(float(message.get("timestamp", 0.0)) * BYTES_PER_SECOND)
+            offset = round(float(message.get("timestamp", 0.0)) * PHONE_RATE)
             at = self.backlog.call_time_of(offset)
             if at is None:
-                at = link.now() - max(0, self.offset - offset) / BYTES_PER_SECOND
+                at = link.now() - max(0, self.offset - offset) / PHONE_RATE
             await link.emit(CallerSpeechStarted(at=at, source="stt"))
         elif kind == "CallerPaused":
             await link.emit(CallerPaused())
@@ -341,7 +337,7 @@ class _Session:
         is_final = bool(message.get("is_final"))
         if is_final:
             end = float(message.get("start", 0.0)) + float(message.get("duration", 0.0))
-            self.backlog.confirm(round(end * BYTES_PER_SECOND))
+            self.backlog.confirm(round(end * PHONE_RATE))
         alternatives = message.get("channel", {}).get("alternatives") or [{}]
         text = str(alternatives[0].get("transcript", "")).strip()
         if text:
@@ -354,7 +350,7 @@ class _Session:
         cursor = backlog.first_index()
         try:
             while True:
-                batch = backlog.unsent_from(cursor, limit=BYTES_PER_SECOND // 10)
+                batch = backlog.unsent_from(cursor, limit=PHONE_RATE // 10)
                 if batch:
                     for chunk in batch:
                         chunk.sent_at = self.offset

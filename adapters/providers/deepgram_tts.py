@@ -23,6 +23,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
+from adapters.providers.deepgram import auth_headers, refusal_detail
 from adapters.providers.interfaces import ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import TtsAudio, TtsDone, TtsFailed
@@ -46,7 +47,7 @@ class AuraSettings:
         return f"{self.url.rstrip('/')}/v1/speak?{urlencode(params)}"
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"Authorization", f"Token {self.api_key}".encode())]
+        return auth_headers(self.api_key)
 
 
 @attrs.define(eq=False)
@@ -80,9 +81,8 @@ class DeepgramSpeech:
             await self._failed(utterance, seq, link, f"handshake failed: {_describe(exc)}")
         except ConnectionClosed as exc:
             reason = exc.reason
-            await self._failed(
-                utterance, seq, link, f"closed with {reason.code} ({reason.reason or reason.name})"
-            )
+            why = f"{reason.code} ({reason.reason or reason.name})" if reason else "no reason"
+            await self._failed(utterance, seq, link, f"closed with {why}")
         except OSError as exc:
             await self._failed(utterance, seq, link, f"network error: {exc}")
 
@@ -139,5 +139,4 @@ def _describe(exc: HandshakeError) -> str:
     status = getattr(exc, "status_code", None)
     if status is None:
         return str(exc) or type(exc).__name__
-    detail = dict(getattr(exc, "headers", ()) or ()).get(b"dg-error", b"")
-    return f"HTTP {status} {detail.decode(errors='replace')}".strip()
+    return f"HTTP {status} {refusal_detail(exc)}"

@@ -73,7 +73,7 @@ class RunBoundClient:
         """The client of the current run."""
         run = trio.lowlevel.current_trio_token()
         if self._client is None or self._run is not run:
-            self._client = openai.AsyncOpenAI(**self._options)
+            self._client = openai.AsyncOpenAI(**self._options)  # type: ignore[arg-type]
             self._run = run
         return self._client
 

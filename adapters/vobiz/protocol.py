@@ -22,8 +22,7 @@ from typing import Any
 
 import attrs
 
-MULAW = "audio/x-mulaw"
-L16 = "audio/x-l16"
+from adapters.media.audio import L16, MULAW
 
 #: Bytes per sample of each encoding Vobiz streams.
 SAMPLE_WIDTH = {MULAW: 1, L16: 2}
