@@ -313,13 +313,13 @@ class _Session:
         link = self.link
         if kind == "Results":
             await self._results(message)
-        elif kind == "CallerSpeechStarted":
+        elif kind == "SpeechStarted":
             offset = round(float(message.get("timestamp", 0.0)) * PHONE_RATE)
             at = self.backlog.call_time_of(offset)
             if at is None:
                 at = link.now() - max(0, self.offset - offset) / PHONE_RATE
             await link.emit(CallerSpeechStarted(at=at, source="stt"))
-        elif kind == "CallerPaused":
+        elif kind == "UtteranceEnd":
             await link.emit(CallerPaused())
         elif kind == "Metadata":
             link.log.info(
