@@ -20,7 +20,6 @@ continues the same conversation, and only such a reconnect may join a live call.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,14 @@ from typing import Any
 import attrs
 import trio
 
+from adapters.call.line import MediaLine
+from adapters.call.reader import SocketReader
 from adapters.call.record import CallRecord, call_logger
+from adapters.call.sender import Sender
 from adapters.call.work import ProviderWork
-from adapters.providers.interfaces import ProviderLink, Providers, Transport, VoiceDetector
-from adapters.vobiz.protocol import ProtocolError, Start
-from adapters.vobiz.session import CallerAudio, MediaSession, StartedAgain
+from adapters.providers.interfaces import ProviderLink, Providers, Transport
+from adapters.vobiz.protocol import Start
+from adapters.vobiz.session import MediaSession
 from adapters.vobiz.status import StreamStatus
 from engine import commands as cmd
 from engine import events as ev
@@ -76,10 +78,6 @@ class CallRunner:
         self.media = MediaSession(start, options.max_frame_bytes)
         self.events_tx, self.events_rx = trio.open_memory_channel[ev.Event](EVENT_BUFFER)
         self.audio_tx, self.audio_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
-        # The local VAD runs inline in the receive path: a channel and a task of its own
-        # per call cost more than the detector itself.
-        vad = options.providers.vad
-        self.vad: VoiceDetector | None = vad.detector() if vad is not None else None
         self.engine = Engine(options.config)
         self.record = CallRecord(
             options.log_dir,
@@ -96,16 +94,25 @@ class CallRunner:
         self.path = self.record.path
         self.t0 = trio.current_time()
         self.end_reason = "unknown"
-        self.dropped_audio = 0
-        self.protocol_errors: Counter[str] = Counter()
+        # The local VAD runs inline in the receive path: a channel and a task of its own
+        # per call cost more than the detector itself.
+        vad = options.providers.vad
+        self.reader = SocketReader(
+            self.media,
+            self.events_tx,
+            self.audio_tx,
+            vad.detector() if vad is not None else None,
+            self.record.recording,
+            self.note,
+            self.now,
+            self.log,
+            options.max_protocol_errors,
+        )
         self.link = ProviderLink(self.call_id, self._emit, self.now, self.log)
         self.work = ProviderWork(options.providers, self.link, self.t0)
         self._nursery: trio.Nursery | None = None
-        self._transport: Transport | None = None
-        self._outbox_changed = trio.Event()
-        self._outbox_idle = trio.Event()
-        self._outbox_idle.set()
-        self._line = _Line()
+        self.sender = Sender(self.media, self.log)
+        self._line = MediaLine(options.reconnect_window, options.max_reconnects)
         self.hangup_heard = False  # the platform's hang-up webhook for this call came
         self._stop_sent = False
 
@@ -138,16 +145,7 @@ class CallRunner:
         socket is open, a second one presenting the same token is an attempt to
         take the call over.
         """
-        line = self._line
-        if self.engine.ended or line.gave_up or line.hangup_reported:
-            return "call has ended"
-        if line.open:
-            return "the call's media socket is open (a second socket is refused)"
-        if self.options.reconnect_window <= 0:
-            return "stream retries are off"
-        if line.reconnects >= self.options.max_reconnects:
-            return "no stream retries left"
-        return None
+        return self._line.refuses(self.engine.ended)
 
     def hangup_reported(self, fields: dict[str, str]) -> None:
         """An unsigned hang-up webhook: believed only once the media socket is gone too.
@@ -179,10 +177,10 @@ class CallRunner:
                 self.work.start(nursery)
                 task_status.started()
                 nursery.start_soon(self.work.recognize, self.audio_rx)
-                nursery.start_soon(self._run_sender)
+                nursery.start_soon(self.sender.run)
                 await self.events_tx.send(ev.CallStarted(self.call_id, self.media.stream_id))
                 await self._engine_loop()
-                await self._flush_outbox()
+                await self.sender.flush()
                 if self._stop_sent:
                     await self._confirm_hangup()
                 nursery.cancel_scope.cancel()
@@ -215,8 +213,7 @@ class CallRunner:
             self.now(),
             reason=self.end_reason,
             final_state=self.engine.state,
-            dropped_audio_frames=self.dropped_audio,
-            protocol_errors=dict(self.protocol_errors),
+            **self.reader.footer(),
         )
         self.log.info("ended (%s); log %s", self.end_reason, self.path)
 
@@ -229,16 +226,15 @@ class CallRunner:
         """
         line = self._line
         if start is not None:
-            line.reconnects += 1
             self.note("stream_reconnected", stream_id=start.stream_id)
             self.log.info("stream reconnected as %s", start.stream_id)
             self.media.reconnected(start)
-        self._transport = transport
-        mine = line.opened()
+        self.sender.transport = transport
+        mine = line.opened(reconnect=start is not None)
         try:
             with line.scope:
                 if not self.engine.ended:
-                    await self._receive(transport)
+                    await self.reader.read(transport, lambda: self.engine.ended)
         finally:
             self._socket_lost(mine)
 
@@ -252,8 +248,8 @@ class CallRunner:
             self.end_from_outside("hangup webhook")
             return
         window = self.options.reconnect_window
-        if window > 0 and line.reconnects < self.options.max_reconnects and self._nursery:
-            line.closed = trio.Event()  # a reconnect opens the line again
+        if line.may_wait_for_reconnect() and self._nursery:
+            line.waiting()
             self.note("stream_lost", waiting=window)
             self._nursery.start_soon(self._await_reconnect, which, window)
         else:
@@ -266,77 +262,17 @@ class CallRunner:
             self._line.closed.set()
             await self.events_tx.send(ev.CallEnded("socket closed (no reconnect)"))
 
-    async def _receive(self, transport: Transport) -> None:
-        """Translate and forward, nothing else; returns when the socket closes or the stream ends."""
-        seen_unknown: set[str] = set()
-        while True:
-            try:
-                frame = await transport.receive()
-            except Exception:  # the socket closed: the normal end of a Vobiz call
-                return
-            if self.engine.ended:
-                continue  # the call is over: read and discard until the platform closes
-            try:
-                received = self.media.receive(frame)
-            except ProtocolError as exc:
-                if await self._protocol_error(exc, seen_unknown):
-                    return
-                continue
-            if isinstance(received, CallerAudio):
-                for event in self._hear(received.ulaw):
-                    await self.events_tx.send(event)
-            elif isinstance(received, StartedAgain):
-                self.note("start_again", stream_id=received.stream_id)
-            else:
-                await self.events_tx.send(received)
-                if isinstance(received, ev.CallEnded):
-                    return
-
-    def _hear(self, audio: bytes) -> list[ev.Event]:
-        """Pass caller audio to the recognizer and the local VAD; the VAD's events come back.
-
-        Caller audio never waits: a recognizer 5 s behind loses frames (counted).
-        """
-        try:
-            self.audio_tx.send_nowait(audio)
-        except trio.WouldBlock:
-            self.dropped_audio += 1
-        if self.record.recording is not None:
-            self.record.recording.caller(audio, self.now())
-        if self.vad is None:
-            return []
-        try:
-            return self.vad.feed(audio, self.now())
-        except Exception as exc:
-            self.log.exception("local VAD failed; barge-in falls back to the recognizer")
-            self.note("vad_failed", reason=repr(exc))
-            self.vad = None
-            return []
-
-    async def _protocol_error(self, exc: ProtocolError, seen: set[str]) -> bool:
-        """Log a bad frame; True when there have been too many and the call must end."""
-        self.protocol_errors[exc.kind] += 1
-        detail = exc.detail[:200]
-        if exc.kind != "unknown_event" or exc.detail not in seen:
-            seen.add(exc.detail)
-            self.log.warning("bad frame: %s: %s", exc.kind, detail)
-            self.note("protocol_error", problem=exc.kind, detail=detail)
-        if sum(self.protocol_errors.values()) >= self.options.max_protocol_errors:
-            await self.events_tx.send(ev.CallEnded("too many protocol errors"))
-            return True
-        return False
-
     # -- commands to the world ---------------------------------------------------------------
     async def _carry_out(self, command: Any) -> None:
         match command:
             case cmd.PlayAudio() | cmd.Checkpoint() | cmd.ClearAudio():
                 self.record.agent_audio(command, self.now())
                 self.media.send(command)
-                self._outbox_ready()
+                self.sender.ready()
             case cmd.Hangup(reason=reason):
                 self.end_reason = f"hangup ({reason})"
                 self.media.send(command)
-                self._outbox_ready()
+                self.sender.ready()
                 self._stop_sent = True
             case cmd.Transfer(to=to):
                 await self._transfer(to)
@@ -345,40 +281,14 @@ class CallRunner:
 
     async def _transfer(self, to: str) -> None:
         self.end_reason = f"transfer to {to}"
-        await self._flush_outbox()  # the goodbye is heard before the line moves
+        await self.sender.flush()  # the goodbye is heard before the line moves
         if self.options.on_transfer is not None:
             await self._best_effort("rest_transfer", self.options.on_transfer(self.call_id, to))
             return
         self.note("transfer_unavailable", to=to)
         self.media.send(cmd.Hangup("transfer unavailable"))
-        self._outbox_ready()
-        await self._flush_outbox()
-
-    def _outbox_ready(self) -> None:
-        if self._outbox_idle.is_set():
-            self._outbox_idle = trio.Event()
-        self._outbox_changed.set()
-
-    async def _run_sender(self) -> None:
-        """Write the outbox to the live socket, in order, as fast as the socket takes it."""
-        while True:
-            while (frame := self.media.next_frame()) is not None:
-                await self._send(frame)
-            self._outbox_idle.set()
-            self._outbox_changed = trio.Event()
-            await self._outbox_changed.wait()
-
-    async def _flush_outbox(self, timeout: float = 2.0) -> None:
-        """Wait until everything queued is written (before a hang-up, a transfer, the end)."""
-        with trio.move_on_after(timeout):
-            await self._outbox_idle.wait()
-
-    async def _send(self, frame: str) -> None:
-        assert self._transport is not None
-        try:
-            await self._transport.send(frame)
-        except Exception as exc:
-            self.log.info("send failed (socket gone?): %r", exc)
+        self.sender.ready()
+        await self.sender.flush()
 
     async def _confirm_hangup(self) -> None:
         """After our ``stop``, Vobiz ends the call and closes the stream; check that it did.
@@ -407,32 +317,3 @@ class CallRunner:
                 self.note(what, ok=False, error=str(exc)[:200])
         if scope.cancelled_caught:
             self.note(what, ok=False, error="timeout")
-
-
-@attrs.define
-class _Line:
-    """Which media socket carries the call, and what the platform said about the line."""
-
-    sockets: int = 0  # sockets served so far; the newest one is the live one
-    open: bool = False
-    reconnects: int = 0
-    gave_up: bool = False  # the reconnect window passed
-    hangup_reported: bool = False  # an unsigned hang-up webhook came while the socket was open
-    #: Set when the line is known to be down: the socket closed, or the platform said so.
-    closed: trio.Event = attrs.field(factory=trio.Event)
-    #: Cancelled when the call ends, so the socket's reader stops and its handler closes it.
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-
-    def opened(self) -> int:
-        self.sockets += 1
-        self.open = True
-        self.scope = trio.CancelScope()
-        return self.sockets
-
-    def lost(self, which: int) -> bool:
-        """The socket ``which`` went away; True when it was the live one."""
-        if which != self.sockets:
-            return False
-        self.open = False
-        self.closed.set()
-        return True
