@@ -6,9 +6,10 @@ accuracy on 8 kHz phone audio is poor (a general model guessing among 130 000
 words), so a caller of :class:`SphinxRecognizer` can pass *hints*: the
 phrases it expects (say, the answers a booking script can handle). They
 become a JSGF grammar of those phrases, and recognition is restricted to
-sequences of them, which turns "rhode island" back into "tomorrow at seven".
+one of them, which turns "rhode island" back into "tomorrow at seven".
 The price: anything said outside the hints is forced onto the nearest hint.
-``docs/offline.md`` has the measurements behind this choice.
+``docs/offline.md`` has the measurements behind this choice and behind the
+decoder settings that fit it to 8 kHz telephone audio.
 
 :class:`SphinxSTT` wraps it as a :class:`~adapters.providers.SpeechToText`:
 a local VAD (:mod:`adapters.vad`) cuts utterances and the recognizer
@@ -40,11 +41,42 @@ _T = TypeVar("_T")
 #: made results independent of call history and lifted keyword recall (docs/offline.md).
 PHONE_CMN = "55,32,-37.7,51.5,-30.1,-6.1,15,-34.6,9,-13.8,-0.3,2.7,-13.1"
 
+#: Decoder settings for a grammar of hints, chosen with ``bench/offline_asr.py``.
+#: ``bestpath`` off: the lattice rescoring that follows the grammar search is free
+#: to end anywhere, so it returned fragments ("tomorrow at eight at") and empty
+#: results where the grammar search itself had a whole phrase. ``topn`` 16 instead
+#: of 4 scores more Gaussians per frame: fewer near-misses on band-limited audio.
+#: ``frate`` above the model's 100 frames a second stretches time for the model,
+#: whose phones last three frames at least: quick speech (espeak's) fits it better.
+GRAMMAR_OPTIONS: dict[str, object] = {"bestpath": False, "topn": 16, "frate": 120}
+
+#: Phones whose energy lies mostly above the phone band's ~3.6 kHz top. At a
+#: word's edge an 8 kHz line leaves too little of them to hear: "seven" arrives
+#: as "even" and was taken for "eight". Hint words get pronunciations without them.
+BAND_LIMITED = frozenset({"S", "Z", "F", "TH", "HH"})
+
 _NOT_A_WORD = re.compile(r"[^a-z' ]+")
 
 
 def _words(phrase: str) -> list[str]:
     return _NOT_A_WORD.sub(" ", phrase.lower()).split()
+
+
+def phone_line_variants(phones: Sequence[str]) -> list[str]:
+    """A word as a phone line may deliver it: without a band-limited first or last phone.
+
+    "six" (S IH K S) gives "S IH K", "IH K S" and "IH K"; a variant keeps at
+    least two phones, so a short word cannot shrink to a single vowel.
+    """
+    end = len(phones)
+    first = 1 if phones[0] in BAND_LIMITED else 0
+    last = end - 1 if phones[-1] in BAND_LIMITED else end
+    variants = []
+    for start in dict.fromkeys((0, first)):
+        for stop in dict.fromkeys((end, last)):
+            if (start, stop) != (0, end) and stop - start >= 2:
+                variants.append(" ".join(phones[start:stop]))
+    return variants
 
 
 class SphinxRecognizer:
@@ -69,7 +101,7 @@ class SphinxRecognizer:
             self.decoder = Decoder(**options)
             self.vocabulary: frozenset[str] = frozenset()
         else:
-            self.decoder = Decoder(lm=None, **options)
+            self.decoder = Decoder(lm=None, **GRAMMAR_OPTIONS, **options)
             self.vocabulary = self._use_grammar(phrases)
         self._upsampler = Upsampler(2)
         self._initial_cmn = PHONE_CMN if phone_cmn else None
@@ -80,14 +112,32 @@ class SphinxRecognizer:
         alternatives = sorted({" ".join(words) for words in known if words})
         if not alternatives:
             raise ValueError("none of the hint words is in the pronouncing dictionary")
+        vocabulary = frozenset(w for phrase in alternatives for w in phrase.split())
+        for word in sorted(vocabulary):
+            self._add_phone_line_variants(word)
+        # Exactly one phrase per utterance. Allowing a second one ("sorry" + "for four
+        # people") measured worse: whole phrases got inserted ("hello sorry"), and
+        # decoding cost twice as much (docs/offline.md).
         body = " | ".join(f"( {phrase} )" for phrase in alternatives)
-        # One phrase, optionally followed by a second ("sorry" + "for four people"). An
-        # unbounded repetition ( … )+ let the search wander: finishing an utterance took
-        # 1-3 s and noise after the words became extra phrases.
-        grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = ( {body} ) [ {body} ] ;\n"
+        grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = {body} ;\n"
         self.decoder.add_jsgf_string("hints", grammar)
         self.decoder.activate_search("hints")
-        return frozenset(w for phrase in alternatives for w in phrase.split())
+        return vocabulary
+
+    def _add_phone_line_variants(self, word: str) -> None:
+        """Give ``word`` the extra pronunciations of :func:`phone_line_variants`.
+
+        They are numbered after the dictionary's own alternatives ("word(2)"...),
+        which is how pocketsphinx links them to the word: the grammar search
+        tries every pronunciation and reports the plain word.
+        """
+        phones = self.decoder.lookup_word(word).split()
+        number = 2
+        while self.decoder.lookup_word(f"{word}({number})"):
+            number += 1
+        for variant in phone_line_variants(phones):
+            self.decoder.add_word(f"{word}({number})", variant, False)
+            number += 1
 
     def start(self) -> None:
         """Begin an utterance (ending any unfinished one)."""
