@@ -10,12 +10,20 @@ link of that chain fails.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import trio
 from rich.console import Console
 
-from fixtures.simulator import CallerLine, CallerScript, print_entry, print_report, simulate
+from fixtures.simulator import (
+    AgentText,
+    CallerLine,
+    CallerScript,
+    print_entry,
+    print_report,
+    simulate,
+)
 
 #: The demo caller books a table, asks for the opening hours and cuts the long
 #: answer short, then finishes the booking; the agent hangs up.
@@ -29,6 +37,36 @@ DEMO_SCRIPT = CallerScript(
     ),
     hang_up_after=80.0,
 )
+
+
+def agent_sentences(hub) -> AgentText:
+    """The agent's sentence that a checkpoint closes, read from the server's own call log.
+
+    The phone hears audio, not words; the demo's server runs in this process,
+    so its log has the words. The engine names checkpoints ``turn.seq``
+    (docs/engine.md) and logs each sentence's ``Synthesize`` before its audio
+    goes out, so the text is on disk by the time the checkpoint arrives.
+    """
+
+    def text(call_id: str, name: str) -> str | None:
+        session = hub.live.get(call_id)
+        turn, _, seq = name.partition(".")
+        if session is None or not (turn.isdigit() and seq.isdigit()):
+            return None
+        for line in session.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line still being written
+                continue
+            if (
+                record.get("command") == "Synthesize"
+                and record.get("turn") == int(turn)
+                and record.get("seq") == int(seq)
+            ):
+                return record.get("text")
+        return None
+
+    return text
 
 
 async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> int:
@@ -49,7 +87,10 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
         base = await serve_on_loopback(nursery, app, shutdown)
         console.print(f"server on {base}; calling it as a simulated Vobiz caller…\n")
         result = await simulate(
-            base, DEMO_SCRIPT, on_event=functools.partial(print_entry, console=console)
+            base,
+            DEMO_SCRIPT,
+            on_event=functools.partial(print_entry, console=console),
+            agent_text=agent_sentences(hub),
         )
         with trio.move_on_after(10):
             while hub.live or not hub.finished:
