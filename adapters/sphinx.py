@@ -19,8 +19,9 @@ decodes each one.
 from __future__ import annotations
 
 import collections
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -88,38 +89,54 @@ class SphinxRecognizer:
     noise: it helped on clips cut tight around the words but hurt when
     silence surrounds them, as it does behind a VAD. ``phone_cmn`` starts
     every utterance from :data:`PHONE_CMN`.
+
+    With hints, ``grammar_options``, ``phrases`` (per utterance: 1, or 2 for
+    one optionally followed by another) and ``phone_line`` (the variants of
+    :func:`phone_line_variants`) are the choices ``bench/offline_asr.py
+    --compare`` measures; the defaults are the ones it picked.
     """
 
     def __init__(
-        self, hints: Sequence[str] = (), dither: bool = False, phone_cmn: bool = True
+        self,
+        hints: Sequence[str] = (),
+        dither: bool = False,
+        phone_cmn: bool = True,
+        *,
+        grammar_options: Mapping[str, object] = GRAMMAR_OPTIONS,
+        phrases: int = 1,
+        phone_line: bool = True,
     ) -> None:
         options: dict[str, object] = {"loglevel": "FATAL"}
         if dither:
             options.update(dither=True, seed=1)
-        phrases = [words for words in map(_words, hints) if words]
-        if not phrases:
+        expected = [words for words in map(_words, hints) if words]
+        if not expected:
             self.decoder = Decoder(**options)
             self.vocabulary: frozenset[str] = frozenset()
         else:
-            self.decoder = Decoder(lm=None, **GRAMMAR_OPTIONS, **options)
-            self.vocabulary = self._use_grammar(phrases)
+            self.decoder = Decoder(lm=None, **grammar_options, **options)
+            self.vocabulary = self._use_grammar(expected, phrases, phone_line)
         self._upsampler = Upsampler(2)
         self._initial_cmn = PHONE_CMN if phone_cmn else None
         self._active = False
 
-    def _use_grammar(self, phrases: list[list[str]]) -> frozenset[str]:
-        known = [[w for w in words if self.decoder.lookup_word(w)] for words in phrases]
+    def _use_grammar(
+        self, expected: list[list[str]], phrases: int, phone_line: bool
+    ) -> frozenset[str]:
+        known = [[w for w in words if self.decoder.lookup_word(w)] for words in expected]
         alternatives = sorted({" ".join(words) for words in known if words})
         if not alternatives:
             raise ValueError("none of the hint words is in the pronouncing dictionary")
         vocabulary = frozenset(w for phrase in alternatives for w in phrase.split())
-        for word in sorted(vocabulary):
-            self._add_phone_line_variants(word)
-        # Exactly one phrase per utterance. Allowing a second one ("sorry" + "for four
+        if phone_line:
+            for word in sorted(vocabulary):
+                self._add_phone_line_variants(word)
+        # One phrase per utterance by default. Allowing a second ("sorry" + "for four
         # people") measured worse: whole phrases got inserted ("hello sorry"), and
         # decoding cost twice as much (docs/offline.md).
         body = " | ".join(f"( {phrase} )" for phrase in alternatives)
-        grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = {body} ;\n"
+        rule = " ".join([f"( {body} )", *[f"[ {body} ]"] * (phrases - 1)])
+        grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = {rule} ;\n"
         self.decoder.add_jsgf_string("hints", grammar)
         self.decoder.activate_search("hints")
         return vocabulary
@@ -185,10 +202,12 @@ class SphinxSTT:
     guess changed. The frames just before onset (``preroll_s``) are decoded
     too, so a word's soft start is not cut.
 
-    Decoding costs 1-5 ms of CPU per 20 ms frame (see ``docs/offline.md``),
-    too much to do on the call's event loop, so by default it runs in a
-    worker thread. ``threaded=False`` decodes inline: for tests under a
-    mock clock, where a thread's real time would be invisible to the clock.
+    Decoding costs about 1 ms of CPU per 20 ms frame, more on a few frames
+    (see ``docs/offline.md``), too much to do on the call's event loop, so by
+    default it runs in a worker thread. ``threaded=False`` decodes inline: for
+    tests under a mock clock, where a thread's real time would be invisible
+    to the clock. ``recognizer`` passes settings on to each call's
+    :class:`SphinxRecognizer`.
     """
 
     def __init__(
@@ -202,8 +221,10 @@ class SphinxSTT:
         preroll_s: float = 0.3,
         interim_s: float = 0.5,
         threaded: bool = True,
+        recognizer: Mapping[str, object] | None = None,
     ) -> None:
         self.hints = tuple(hints)
+        self.recognizer = dict(recognizer or {})
         self.vad_mode = vad_mode
         self.vad = vad
         self.onset_s = onset_s
@@ -222,7 +243,9 @@ class SphinxSTT:
 
     async def run(self, audio: AudioSource, link: CallLink) -> None:
         """Recognize utterances until ``audio`` closes or the task is cancelled."""
-        recognizer = await self._call(SphinxRecognizer, self.hints)
+        recognizer = await self._call(
+            functools.partial(SphinxRecognizer, self.hints, **self.recognizer)
+        )
         classifier = make_classifier(self.vad, self.vad_mode)
         segmenter = VadSegmenter(self.onset_s, self.offset_s)
         framer = Framer(FRAME_BYTES)

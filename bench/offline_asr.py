@@ -18,7 +18,9 @@ sends it as one call's audio: 1 s of silence, then each line followed by
 call would (local VAD, pre-roll, the script's hints), on a clock that
 follows the audio, so it runs faster than real time.
 
-``--logs FILE...`` scores recorded demo calls instead (the call logs that
+``--compare`` measures the recognizer settings one change at a time, from
+pocketsphinx's defaults with a grammar of one or two phrases (the settings
+before) to those in use. ``--logs FILE...`` scores recorded demo calls instead (the call logs that
 ``uv run voice-agent demo`` writes): the slot values the agent gathered from
 what it heard, against those of the demo caller's lines.
 """
@@ -30,7 +32,7 @@ import collections
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -48,6 +50,23 @@ from engine.events import SpeechStarted, Transcript
 from fixtures.simulator import CALLER_VOICE
 
 OTHER_VOICE = "en-us+m3"
+
+#: ``SphinxRecognizer`` settings for ``--compare``, each line adding one change.
+SETTINGS: dict[str, dict[str, object]] = {
+    "before: two phrases, defaults": {
+        "grammar_options": {},
+        "phrases": 2,
+        "phone_line": False,
+    },
+    "+ bestpath off": {"grammar_options": {"bestpath": False}, "phrases": 2, "phone_line": False},
+    "+ one phrase": {"grammar_options": {"bestpath": False}, "phone_line": False},
+    "+ phone-line variants": {"grammar_options": {"bestpath": False}},
+    "+ topn 16": {"grammar_options": {"bestpath": False, "topn": 16}},
+    "+ frate 120 (in use)": {},
+    "  frate 110 instead": {"grammar_options": {"bestpath": False, "topn": 16, "frate": 110}},
+    "  frate 125 instead": {"grammar_options": {"bestpath": False, "topn": 16, "frate": 125}},
+    "  two phrases instead": {"phrases": 2},
+}
 LEAD_S = 1.0
 GAP_S = 1.5
 FRAME_S = FRAME_BYTES / 8000
@@ -103,7 +122,11 @@ async def transcribe(stt: SphinxSTT, lines: Sequence[bytes]) -> list[str]:
 
 
 def measure(
-    lines: Sequence[tuple[str, str]], hints: Sequence[str], runs: int, seed: int
+    lines: Sequence[tuple[str, str]],
+    hints: Sequence[str],
+    runs: int,
+    seed: int,
+    settings: Mapping[str, object] | None = None,
 ) -> list[Heard]:
     """Every (voice, text) line recognized ``runs`` times, one call per voice per run."""
     results: list[Heard] = []
@@ -114,7 +137,7 @@ def measure(
             texts = [text for v, text in lines if v == voice]
             rng.shuffle(texts)
             audio = [espeak.synthesize_ulaw8k(text) for text in texts]
-            stt = SphinxSTT(hints, threaded=False)
+            stt = SphinxSTT(hints, threaded=False, recognizer=settings)
             for text, heard in zip(texts, trio.run(transcribe, stt, audio), strict=True):
                 results.append(Heard(voice, text, heard))
     return results
@@ -163,7 +186,7 @@ def score(results: Sequence[Heard]) -> Score:
     return Score(len(results), n_words, errors, slots, right, extra, all_right, with_slots)
 
 
-def report(name: str, results: Sequence[Heard], runs: int) -> None:
+def report(name: str, results: Sequence[Heard], runs: int, misses: int = 12) -> None:
     s = score(results)
     print(
         f"{name:6s} {s.lines:4d} lines ({runs} runs)  WER {s.wer:6.1%}  "
@@ -171,12 +194,37 @@ def report(name: str, results: Sequence[Heard], runs: int) -> None:
         f"extra slots {s.slots_extra}, lines with every slot right "
         f"{s.lines_all_slots_right}/{s.lines_with_slots}"
     )
-    misses = collections.Counter(
+    wrong = collections.Counter(
         (r.voice, r.said, r.heard) for r in results if words(r.said) != words(r.heard)
     )
-    for (voice, said, heard), count in misses.most_common(12):
+    for (voice, said, heard), count in wrong.most_common(misses):
         flag = "SLOT" if slots_in(said) != slots_in(heard) else "    "
         print(f"   {flag} {count:3d}x {voice:9s} {said!r:40s} -> {heard!r}")
+
+
+def wider_lines(path: Path) -> list[tuple[str, str]]:
+    """Every phrase a script expects, as a sentence, in both voices."""
+    phrases = load_script(path).hints
+    return [(v, as_sentence(p)) for v in (CALLER_VOICE, OTHER_VOICE) for p in phrases]
+
+
+def compare(runs: int, seed: int) -> None:
+    """The demo and wider sets under each of :data:`SETTINGS`, one summary line each."""
+    demo_lines = [(CALLER_VOICE, line.text) for line in DEMO_SCRIPT.lines if line.text]
+    scripts = sorted(BUILTIN_SCRIPT.parent.glob("*.toml"))
+    for name, settings in SETTINGS.items():
+        started = time.process_time()
+        demo = measure(demo_lines, load_script(BUILTIN_SCRIPT).hints, runs, seed, settings)
+        wider = [
+            heard
+            for path in scripts
+            for heard in measure(wider_lines(path), load_script(path).hints, runs, seed, settings)
+        ]
+        print(f"== {name}  ({time.process_time() - started:.0f} s CPU)")
+        report("demo", demo, runs, misses=0)
+        report("wider", wider, runs, misses=0)
+        for voice in (CALLER_VOICE, OTHER_VOICE):
+            report(f" {voice}", [r for r in wider if r.voice == voice], runs, misses=0)
 
 
 def decode_cost(hints: Sequence[str], runs: int) -> None:
@@ -234,9 +282,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--set", choices=("demo", "wider", "both"), default="both")
     parser.add_argument("--logs", nargs="+", metavar="FILE", help="score recorded demo calls")
+    parser.add_argument("--compare", action="store_true", help="measure each settings change")
     args = parser.parse_args()
     if args.logs:
         score_logs(args.logs)
+        return
+    if args.compare:
+        compare(args.runs, args.seed)
         return
     demo_hints = load_script(BUILTIN_SCRIPT).hints
     started = time.perf_counter()
@@ -246,10 +298,8 @@ def main() -> None:
         report("demo", measure(lines, demo_hints, args.runs, args.seed), args.runs)
     if args.set in ("wider", "both"):
         results: list[Heard] = []
-        for path in sorted((Path(BUILTIN_SCRIPT).parent).glob("*.toml")):
-            script = load_script(path)
-            lines = [(v, as_sentence(p)) for v in (CALLER_VOICE, OTHER_VOICE) for p in script.hints]
-            results += measure(lines, script.hints, args.runs, args.seed)
+        for path in sorted(BUILTIN_SCRIPT.parent.glob("*.toml")):
+            results += measure(wider_lines(path), load_script(path).hints, args.runs, args.seed)
         report("wider", results, args.runs)
         for voice in (CALLER_VOICE, OTHER_VOICE):
             report(f" {voice}", [r for r in results if r.voice == voice], args.runs)
