@@ -220,19 +220,22 @@ def compare(runs: int, seed: int) -> None:
             for path in scripts
             for heard in measure(wider_lines(path), load_script(path).hints, runs, seed, settings)
         ]
-        print(f"== {name}  ({time.process_time() - started:.0f} s CPU)")
+        print(f"== {name}  ({time.process_time() - started:.0f} s CPU)", flush=True)
+        decode_cost(load_script(BUILTIN_SCRIPT).hints, runs, settings)
         report("demo", demo, runs, misses=0)
         report("wider", wider, runs, misses=0)
         for voice in (CALLER_VOICE, OTHER_VOICE):
             report(f" {voice}", [r for r in wider if r.voice == voice], runs, misses=0)
 
 
-def decode_cost(hints: Sequence[str], runs: int) -> None:
+def decode_cost(
+    hints: Sequence[str], runs: int, settings: Mapping[str, object] | None = None
+) -> None:
     """CPU time to decode one 20 ms frame of speech, fed frame by frame as a call does."""
     speak = Espeak(CALLER_VOICE)
     audio = [speak.synthesize_ulaw8k(line.text) for line in DEMO_SCRIPT.lines if line.text]
     started = time.process_time()
-    recognizer = SphinxRecognizer(hints)
+    recognizer = SphinxRecognizer(hints, **(settings or {}))
     setup = time.process_time() - started
     costs: list[float] = []
     for _ in range(runs):
