@@ -133,7 +133,7 @@ class SphinxRecognizer:
                 self._add_phone_line_variants(word)
         # One phrase per utterance by default. Allowing a second ("sorry" + "for four
         # people") measured worse: whole phrases got inserted ("hello sorry"), and
-        # decoding cost twice as much (docs/offline.md).
+        # decoding cost 1.7 times as much (docs/offline.md).
         body = " | ".join(f"( {phrase} )" for phrase in alternatives)
         rule = " ".join([f"( {body} )", *[f"[ {body} ]"] * (phrases - 1)])
         grammar = f"#JSGF V1.0;\ngrammar hints;\npublic <utterance> = {rule} ;\n"
