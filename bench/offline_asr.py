@@ -20,9 +20,10 @@ follows the audio, so it runs faster than real time.
 
 ``--compare`` measures the recognizer settings one change at a time, from
 pocketsphinx's defaults with a grammar of one or two phrases (the settings
-before) to those in use. ``--logs FILE...`` scores recorded demo calls instead (the call logs that
-``uv run voice-agent demo`` writes): the slot values the agent gathered from
-what it heard, against those of the demo caller's lines.
+before) to those in use. ``--logs FILE...`` scores recorded demo calls
+instead (the call logs that ``uv run voice-agent demo`` writes): the slot
+values the agent gathered from what it heard, against those of the demo
+caller's lines. The figures are in ``docs/offline.md``.
 """
 
 from __future__ import annotations
