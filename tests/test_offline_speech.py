@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 import trio
 
+from adapters.app.demo import DEMO_SCRIPT
 from adapters.media.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode
 from adapters.media.vad import FrameClassifier, VadSegmenter, VoiceStarted, VoiceStopped
 from adapters.offline.espeak import Espeak, EspeakTTS
-from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT
+from adapters.offline.scripted import known_slots, load_script, slots_in
+from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT, phone_line_variants
 from adapters.providers.interfaces import ProviderLink
+from adapters.simulator.caller import CALLER_VOICE
+from engine.commands import Message
 from engine.events import (
     CallerSpeechStarted,
     CallerSpeechStopped,
@@ -210,6 +214,74 @@ def test_partial_grows_and_finish_without_start_is_empty(hinted, caller_audio):
     hinted.feed(audio[len(audio) // 2 :])
     assert "table" in hinted.finish()
     assert "table" not in early
+
+
+PHONE_LINE_CASES = [
+    ("S EH V AH N", ["EH V AH N"]),  # seven: the /s/ lies above the phone band
+    ("S IH K S", ["S IH K", "IH K S", "IH K"]),  # six
+    ("TH AE NG K S", ["TH AE NG K", "AE NG K S", "AE NG K"]),  # thanks
+    ("HH AH L OW", ["AH L OW"]),  # hello
+    ("EY T", []),  # eight: nothing to lose
+    ("Y EH S", ["Y EH"]),  # yes
+    ("AE T", []),  # at
+    ("S IY", []),  # see: one phone would be left
+]
+
+
+@pytest.mark.parametrize(("phones", "variants"), PHONE_LINE_CASES)
+def test_phone_line_variants_drop_band_limited_edges(phones, variants):
+    assert phone_line_variants(phones.split()) == variants
+
+
+def test_hint_words_get_their_phone_line_pronunciations():
+    recognizer = SphinxRecognizer(["tomorrow at seven", "for six people"])
+    decoder = recognizer.decoder
+    assert decoder.lookup_word("seven") == "S EH V AH N"
+    assert decoder.lookup_word("seven(2)") == "EH V AH N"
+    # "six" has no alternative of its own, so its variants are (2), (3), (4).
+    assert [decoder.lookup_word(f"six({n})") for n in (2, 3, 4, 5)] == [
+        "S IH K",
+        "IH K S",
+        "IH K",
+        None,
+    ]
+
+
+async def demo_caller_heard(speak: Espeak, hints: tuple[str, ...]) -> list[str]:
+    """The demo caller's lines through the demo's recognizer: VAD, pre-roll, the script's hints."""
+    stt = SphinxSTT(hints, threaded=False)
+    texts = [line.text for line in DEMO_SCRIPT.lines if line.text]
+    audio = ULAW_SILENCE * 8000
+    for text in texts:
+        audio += speak.synthesize_ulaw8k(text) + ULAW_SILENCE * 12000
+    send, receive = trio.open_memory_channel(0)
+    events: list = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stt.run, receive, make_link(events))
+        nursery.start_soon(pace, send, audio)
+    return [e.text for e in events if isinstance(e, Transcript) and e.is_final]
+
+
+async def test_the_demo_callers_slot_values_are_heard_right(autojump_clock):
+    """Recognized words, not audio bytes: espeak's output drifts a little with what it said before.
+
+    Each round renders the caller's lines again after a different sentence,
+    so the audio differs from round to round as it does from demo to demo;
+    every round must give every slot value, and each line its own.
+    """
+    hints = load_script().hints
+    speak = Espeak(CALLER_VOICE)
+    said = [line.text for line in DEMO_SCRIPT.lines if line.text]
+    want, _ = known_slots(Message("user", text) for text in said)
+    assert want == {"party": "four", "day": "tomorrow", "time": "seven"}
+    for warm_up in ("", "Hello.", "A table for two, tomorrow at eight.", "Goodbye!"):
+        if warm_up:
+            speak.synthesize_ulaw8k(warm_up)
+        heard = await demo_caller_heard(speak, hints)
+        assert len(heard) == len(said), heard
+        assert [slots_in(h) for h in heard] == [slots_in(s) for s in said], heard
+        got, _ = known_slots(Message("user", text) for text in heard)
+        assert got == want, heard
 
 
 def test_hints_with_no_known_word_are_refused():

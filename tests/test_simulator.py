@@ -8,6 +8,7 @@ import wave
 from contextlib import asynccontextmanager
 
 import attrs
+import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -19,6 +20,7 @@ from adapters.simulator.caller import (
     CallerLine,
     CallerScript,
     default_speak,
+    heard_part,
     print_entry,
     print_report,
     simulate,
@@ -221,6 +223,66 @@ async def test_a_call_with_barge_in_follows_the_protocol_and_is_measured(tmp_pat
     print_entry(result.transcript[0], console)
     text = console.export_text()
     assert "voice-to-voice" in text and "Actually, wait." in text
+
+
+SENTENCES = {
+    "greeting": "Hello there.",
+    "reply": "Let me tell you about every one of our fine products.",
+    "bye": "Goodbye.",
+}
+
+
+async def test_with_agent_text_the_transcript_shows_each_sentence_and_where_it_was_cut():
+    entries = []
+    asked = []
+
+    def agent_text(call_id: str, name: str) -> str | None:
+        asked.append((call_id, name))
+        return SENTENCES.get(name)
+
+    async with serving(FakeAgent()) as url:
+        result = await simulate(
+            url,
+            BARGE_IN,
+            speak=speak,
+            call_id="c-2",
+            on_event=entries.append,
+            agent_text=agent_text,
+        )
+
+    assert entries == list(result.transcript)
+    assert [(e.who, e.what) for e in result.transcript if e.who != "clear"] == [
+        ("agent", "Hello there."),
+        ("caller", "Hello, I need help with my order."),
+        ("agent", SENTENCES["reply"]),
+        ("caller", "Actually, wait."),
+        ("agent", "Goodbye."),
+    ]
+    assert asked == [("c-2", "greeting"), ("c-2", "reply"), ("c-2", "bye")]
+    (clear,) = [e for e in result.transcript if e.who == "clear"]
+    (reply,) = [e for e in result.transcript if e.what == SENTENCES["reply"]]
+    # The caller barged in 0.3 s into the 1 s reply; the fake clears on the first loud frame.
+    into = clear.t - reply.t
+    assert 0.25 <= into < 0.6
+    said = clear.what.split('after "')[1].rstrip('"')
+    assert SENTENCES["reply"].startswith(said) and said.startswith("Let me")
+    assert said == heard_part(SENTENCES["reply"], into / 1.0)
+    assert [e.t for e in result.transcript] == sorted(e.t for e in result.transcript)
+
+
+HEARD_PART_CASES = [
+    ("One two three four.", 0.0, ""),
+    ("One two three four.", 0.2, "One"),
+    ("One two three four.", 0.5, "One two"),
+    ("One two three four.", 0.99, "One two three"),  # the last word is not over yet
+    ("One two three four.", 1.0, "One two three four."),
+    ("Hi.", 0.5, ""),
+]
+
+
+@pytest.mark.parametrize(("text", "fraction", "said"), HEARD_PART_CASES)
+def test_heard_part_spreads_the_characters_evenly_over_the_audio(text, fraction, said):
+    assert heard_part(text, fraction) == said
 
 
 async def test_stale_audio_after_clear_is_reported():

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import trio
 from rich.console import Console
 
-from adapters.simulator.caller import CallerLine, CallerScript, print_entry, print_report, simulate
+from adapters.simulator.caller import (
+    CallerLine,
+    CallerScript,
+    print_entry,
+    print_report,
+    simulate,
+)
 
 #: The demo caller books a table, asks for the opening hours and cuts the long
 #: answer short, then finishes the booking; the agent hangs up.
@@ -29,6 +36,28 @@ DEMO_SCRIPT = CallerScript(
     ),
     hang_up_after=80.0,
 )
+
+
+class AgentSentences:
+    """The agent's sentence that each checkpoint closes, as the server's call log records it.
+
+    The phone hears audio, not words; the demo's server runs in this process, so
+    its log has the words. The engine names checkpoints ``utterance.seq``
+    (docs/engine.md) and logs each sentence's ``Synthesize`` before its audio
+    goes out, so the text is known by the time the checkpoint arrives. Fed by
+    the switchboard's log listener, it reads no file.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[str, str], str] = {}
+
+    def listen(self, call_id: str, record: dict[str, Any]) -> None:
+        if record.get("command") == "Synthesize":
+            name = f"{record['utterance']}.{record['seq']}"
+            self._texts[(call_id, name)] = str(record["text"])
+
+    def __call__(self, call_id: str, name: str) -> str | None:
+        return self._texts.get((call_id, name))
 
 
 async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> int:
@@ -47,13 +76,18 @@ async def _run_local_call(console: Console, wav: str | None, *, check: bool) -> 
     )
     app = build_app(settings)
     board = app.switchboard
+    sentences = AgentSentences()
+    board.log_listener = sentences.listen
     console.print(f"[bold]{_describe(board)}[/bold]")
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         base = await serve_on_loopback(nursery, app, shutdown)
         console.print(f"server on {base}; calling it as a simulated Vobiz caller…\n")
         result = await simulate(
-            base, DEMO_SCRIPT, on_event=functools.partial(print_entry, console=console)
+            base,
+            DEMO_SCRIPT,
+            on_event=functools.partial(print_entry, console=console),
+            agent_text=sentences,
         )
         with trio.move_on_after(10):
             while board.live or not board.finished_logs:
