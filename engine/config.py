@@ -59,6 +59,10 @@ class AgentConfig:
     barge_in_min_speech: float = 0.1
     #: After an interruption, words must come within this time or the agent resumes.
     false_interruption_timeout: float = 1.5
+    #: When the recognizer says the sound had no words (an empty final, or a pause with
+    #: nothing heard), the agent resumes once the local VAD has heard silence this long,
+    #: instead of waiting out ``false_interruption_timeout``.
+    resume_after_silence: float = 0.15
     #: Whether the caller can interrupt the greeting.
     greeting_interruptible: bool = False
     #: Short acknowledgements that do not take the floor from the agent.

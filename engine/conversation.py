@@ -41,6 +41,9 @@ class Conversation:
         self.playout_end = 0.0  # when the phone will have played all it was sent
         self.checkpoints: dict[str, tuple[int, int]] = {}
         self.timers: dict[Timer, float] = {}  # running timers and when they fire
+        self.caller_voice = False  # the local VAD hears the caller now
+        self.caller_quiet_since = 0.0  # when the local VAD last heard the caller stop
+        self.heard_nothing = False  # the recognizer said the interrupting sound had no words
         self.recognizer_down = False  # the caller's words cannot be heard (an outage)
         self.deaf_notice_given = False  # said once per outage
 
@@ -97,6 +100,10 @@ class Conversation:
 
     def final_words(self, e: Any) -> bool:
         return e.is_final and self.words(e)
+
+    def no_words(self, e: Any) -> bool:
+        """A final that ends speech with nothing in it, and nothing heard since the barge-in."""
+        return bool(e.is_final and e.speech_final and not e.text.strip() and not self.caller_text())
 
     def backchannel(self, e: Any) -> bool:
         return e.is_final and is_backchannel(e.text, self.config.backchannels)
@@ -318,13 +325,21 @@ class Conversation:
 
     # -- actions: turn-taking ------------------------------------------------------
     def watch_caller_speech(self, e: Any) -> None:
-        """AgentUtterance too short to interrupt yet: check again when it is long enough."""
+        """Caller speech too short to interrupt yet: check again when it is long enough."""
         self.start_timer(Timer.BARGE_IN, e.at + self.config.barge_in_min_speech)
 
     def caller_talking(self) -> None:
         self.cancel_timer(Timer.IDLE)
 
-    def caller_quiet(self, now: float) -> None:
+    def voice_on(self, e: Any) -> None:
+        """The local VAD is the authority on silence (the recognizer's onsets have no end)."""
+        if e.source == "vad":
+            self.caller_voice = True
+
+    def caller_quiet(self, e: Any, now: float) -> None:
+        if e.source == "vad":
+            self.caller_voice = False
+            self.caller_quiet_since = e.at
         self.cancel_timer(Timer.BARGE_IN)
         idle = self.utterance is None and self.interrupted is None and self.completion is None
         # While the recognizer is down the caller may be talking to no one: their silence
@@ -347,7 +362,35 @@ class Conversation:
         self.cancel_timer(Timer.PLAYOUT)
         self.checkpoints.clear()
         self.playout_end = now
+        self.heard_nothing = False
         self.start_timer(Timer.FALSE_INTERRUPTION, now + self.config.false_interruption_timeout)
+
+    def resume_soon(self, now: float) -> None:
+        """The recognizer says the interruption had no words: resume once the line is quiet.
+
+        The false-interruption timer is brought forward to ``resume_after_silence``
+        after the VAD heard silence; while the VAD still hears the caller it waits
+        for their silence (:meth:`resume_when_quiet`). The timer stays the fallback.
+        """
+        self.heard_nothing = True
+        if not self.caller_voice:
+            at = max(now, self.caller_quiet_since + self.config.resume_after_silence)
+            self._bring_resume_forward(at)
+
+    def resume_when_quiet(self, e: Any, now: float) -> None:
+        if self.heard_nothing and e.source == "vad":
+            self._bring_resume_forward(max(now, e.at + self.config.resume_after_silence))
+
+    def hold_resume(self, now: float) -> None:
+        """New sound after the verdict: it needs a verdict of its own, and the full wait."""
+        if self.heard_nothing:
+            self.heard_nothing = False
+            self.start_timer(Timer.FALSE_INTERRUPTION, now + self.config.false_interruption_timeout)
+
+    def _bring_resume_forward(self, at: float) -> None:
+        due = self.timers.get(Timer.FALSE_INTERRUPTION)
+        if due is not None and at < due:
+            self.start_timer(Timer.FALSE_INTERRUPTION, at)
 
     def stop_talking(self, now: float) -> None:
         """The call's time is up: silence the phone and drop the reply for good (nothing to

@@ -90,11 +90,18 @@ class CallMachine(StateMachine):
 
     # -- the caller's voice ---------------------------------------------------
     caller_speech_started = (
-        greeting.to(interrupted, cond=["greeting_interruptible", "long_enough"], on="barge_in")
-        | speaking.to(interrupted, cond=["interruptible", "long_enough"], on="barge_in")
-        | thinking.to(listening, cond="long_enough", on="hold_reply")
-        | stay(greeting, speaking, thinking, on="watch_caller_speech")
-        | stay(listening, interrupted, on="caller_talking")
+        greeting.to(
+            interrupted,
+            cond=["greeting_interruptible", "long_enough"],
+            on=["voice_on", "barge_in"],
+        )
+        | speaking.to(
+            interrupted, cond=["interruptible", "long_enough"], on=["voice_on", "barge_in"]
+        )
+        | thinking.to(listening, cond="long_enough", on=["voice_on", "hold_reply"])
+        | stay(greeting, speaking, thinking, on=["voice_on", "watch_caller_speech"])
+        | stay(listening, on=["voice_on", "caller_talking"])
+        | stay(interrupted, on=["voice_on", "caller_talking", "hold_resume"])
     )
     barge_in_timer = (
         greeting.to(interrupted, cond="greeting_interruptible", on="barge_in")
@@ -102,8 +109,8 @@ class CallMachine(StateMachine):
         | thinking.to(listening, on="hold_reply")
         | stay(greeting, speaking, listening, interrupted)
     )
-    caller_speech_stopped = stay(
-        greeting, listening, thinking, speaking, interrupted, on="caller_quiet"
+    caller_speech_stopped = stay(interrupted, on=["caller_quiet", "resume_when_quiet"]) | stay(
+        greeting, listening, thinking, speaking, on="caller_quiet"
     )
 
     # -- the caller's words ---------------------------------------------------
@@ -132,14 +139,16 @@ class CallMachine(StateMachine):
         | stay(speaking)
         | interrupted.to(speaking, cond=["backchannel", "resumable"], on="resume")
         | interrupted.to.itself(internal=True, cond="backchannel")
+        | interrupted.to.itself(internal=True, cond="no_words", on="resume_soon")
         | interrupted.to(thinking, cond="ends_turn", on=["take_caller_words", "ask"])
         | stay(interrupted, on="take_caller_words")
     )
     caller_paused = (
         listening.to(thinking, cond="turn_pending", on="ask")
         | interrupted.to(thinking, cond="turn_pending", on="ask")
+        | stay(interrupted, on="resume_soon")  # a pause with nothing heard: no words came
         | stay(greeting, on="mark_turn_ready")
-        | stay(listening, interrupted, thinking, speaking)
+        | stay(listening, thinking, speaking)
     )
     dtmf_pressed = (
         speaking.to(

@@ -459,3 +459,65 @@ def test_a_recognizer_back_while_listening_lets_the_idle_timer_run_again():
     d(ev.CallerSpeechStopped(at=4.0), 4.0)
     out = d(ev.SttRestored(), 4.5)
     assert out == [cmd.CancelTimer("deaf"), cmd.StartTimer("idle", 12.5)]
+
+
+# -- false interruptions end as soon as the recognizer says there were no words ------------------
+
+
+def interrupted_by_a_cough(d: Drive, stop_reported_at: float = 4.4) -> None:
+    """Two sentences playing; a 200 ms sound from 4.0 s interrupts; the VAD reports its end."""
+    d.greet()
+    d.say("Tell me about the menu", 3.0)
+    d(ev.LlmText(2, "We have pasta. And we have pizza. "), 3.2)
+    d(ev.LlmDone(2), 3.3)
+    d.voice(2, 0, 3.4)
+    d(ev.CallerSpeechStarted(at=4.0), 4.1)
+    assert d.state == "interrupted"
+    d(ev.CallerSpeechStopped(at=4.2), stop_reported_at)
+
+
+def test_an_empty_final_resumes_at_once_when_the_line_is_already_quiet():
+    d = Drive()
+    interrupted_by_a_cough(d)
+    out = d(ev.Transcript("", is_final=True, speech_final=True), 4.48)
+    assert out == [cmd.StartTimer("false_interruption", 4.48)]  # brought forward from 5.6
+    out = d(ev.TimerFired("false_interruption"), 4.48)
+    assert d.state == "speaking"
+    assert of(out, cmd.Synthesize)[0].text == "We have pasta."
+
+
+def test_a_pause_with_nothing_heard_counts_as_no_words_too():
+    d = Drive()
+    interrupted_by_a_cough(d)
+    assert d(ev.CallerPaused(), 5.2) == [cmd.StartTimer("false_interruption", 5.2)]
+
+
+def test_the_verdict_waits_for_the_vads_silence_and_its_hold():
+    d = Drive()
+    d.greet()
+    d.say("Tell me about the menu", 3.0)
+    d(ev.LlmText(2, "We have pasta. "), 3.2)
+    d(ev.LlmDone(2), 3.3)
+    d.voice(2, 0, 3.4)
+    d(ev.CallerSpeechStarted(at=4.0), 4.1)
+    # The recognizer's verdict comes while the VAD still hears the caller: no resume yet.
+    assert d(ev.Transcript("", is_final=True, speech_final=True), 4.3) == []
+    # The VAD's silence began at 4.35: resume 150 ms later.
+    out = d(ev.CallerSpeechStopped(at=4.35), 4.45)
+    assert out == [cmd.StartTimer("false_interruption", 4.5)]
+
+
+def test_new_sound_after_the_verdict_gets_the_full_wait_again():
+    d = Drive()
+    interrupted_by_a_cough(d)
+    d(ev.Transcript("", is_final=True, speech_final=True), 4.3)
+    out = d(ev.CallerSpeechStarted(at=4.32), 4.34)
+    assert cmd.StartTimer("false_interruption", 4.34 + 1.5) in out
+
+
+def test_words_after_all_still_start_a_new_turn():
+    d = Drive()
+    interrupted_by_a_cough(d)
+    d(ev.Transcript("", is_final=True, speech_final=True), 4.3)
+    out = d.say("actually what about dessert", 4.35)
+    assert d.state == "thinking" and of(out, cmd.StartCompletion)

@@ -10,7 +10,9 @@ call goes on and the caller hears why.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -34,6 +36,51 @@ WorkCommand = (
 )
 
 
+class OrderedSlots:
+    """A few look-ahead slots, taken strictly in the order the requests were made.
+
+    trio does not promise to run tasks in the order they were started, so with a
+    plain semaphore sentence 3 of a resumed reply could take a slot before
+    sentence 1 and the caller would wait for audio that comes last. Each request
+    gets a ticket when it is made; a ticket enters only when every earlier one
+    has entered (or was cancelled) and a slot is free.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: list[int] = []
+        self._next_ticket = 0
+        self._changed = trio.Event()
+
+    def ticket(self) -> int:
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._waiting.append(ticket)
+        return ticket
+
+    @contextlib.asynccontextmanager
+    async def slot(self, ticket: int) -> AsyncIterator[None]:
+        try:
+            while not (self._waiting[0] == ticket and self._free > 0):
+                await self._changed.wait()
+        except BaseException:
+            self._waiting.remove(ticket)
+            self._wake()
+            raise
+        self._waiting.pop(0)
+        self._free -= 1
+        self._wake()
+        try:
+            yield
+        finally:
+            self._free += 1
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
 class ProviderWork:
     """The in-flight requests and timers of one call."""
 
@@ -45,7 +92,7 @@ class ProviderWork:
         self._completions: dict[int, trio.CancelScope] = {}
         self._syntheses: dict[int, list[trio.CancelScope]] = defaultdict(list)
         self._timers: dict[str, trio.CancelScope] = {}
-        self._voice_slots = trio.Semaphore(TTS_LOOKAHEAD)
+        self._voice_slots = OrderedSlots(TTS_LOOKAHEAD)
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -64,7 +111,8 @@ class ProviderWork:
             case cmd.Synthesize(utterance=utterance, seq=seq, text=text):
                 scope = trio.CancelScope()
                 self._syntheses[utterance].append(scope)
-                nursery.start_soon(self._synthesize, utterance, seq, text, scope)
+                ticket = self._voice_slots.ticket()
+                nursery.start_soon(self._synthesize, utterance, seq, text, scope, ticket)
             case cmd.CancelSynthesis(utterance=utterance):
                 for scope in self._syntheses.pop(utterance, []):
                     scope.cancel()
@@ -106,10 +154,10 @@ class ProviderWork:
         self._completions.pop(utterance, None)
 
     async def _synthesize(
-        self, utterance: int, seq: int, text: str, scope: trio.CancelScope
+        self, utterance: int, seq: int, text: str, scope: trio.CancelScope, ticket: int
     ) -> None:
         with scope:
-            async with self._voice_slots:
+            async with self._voice_slots.slot(ticket):
                 try:
                     await self.providers.tts.synthesize(utterance, seq, text, self.link)
                 except Exception as exc:

@@ -303,5 +303,5 @@ class SphinxSTT:
     ) -> None:
         await link.emit(CallerSpeechStopped(at=at, source="vad"))
         text = await self._call(recognizer.finish)
-        if text:
-            await link.emit(Transcript(text, is_final=True, speech_final=True))
+        # Even with no words: the engine learns the sound was not speech (it may resume).
+        await link.emit(Transcript(text or "", is_final=True, speech_final=True))

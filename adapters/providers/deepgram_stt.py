@@ -340,8 +340,10 @@ class _Session:
             self.backlog.confirm(round(end * PHONE_RATE))
         alternatives = message.get("channel", {}).get("alternatives") or [{}]
         text = str(alternatives[0].get("transcript", "")).strip()
-        if text:
-            speech_final = bool(message.get("speech_final")) and is_final
+        speech_final = bool(message.get("speech_final")) and is_final
+        # An empty final that ends speech is news too: the sound had no words (a cough),
+        # so an agent it interrupted may resume at once.
+        if text or speech_final:
             await self.link.emit(Transcript(text, is_final=is_final, speech_final=speech_final))
 
     async def _write(self, ws: WebSocketConnection) -> None:
