@@ -44,10 +44,15 @@ class ClearAudio:
 
 @attrs.frozen
 class StartCompletion:
-    """Ask the language model for the reply of ``utterance`` to this conversation."""
+    """Ask the language model for the reply of ``utterance`` to this conversation.
+
+    ``speculative``: asked before the caller's turn surely ended; its audio is
+    prepared but played only if the turn ends with the words it answers.
+    """
 
     utterance: int
     messages: tuple[Message, ...]
+    speculative: bool = False
 
 
 @attrs.frozen

@@ -82,6 +82,15 @@ class AgentConfig:
     #: cancelled and the agent apologizes, whatever the provider's own timeouts (0: never).
     reply_deadline: float = 12.0
 
+    #: Prepare the reply when the recognizer says the turn is likely over (Flux's eager end
+    #: of turn), and play it the moment the turn ends with the same words.
+    speculate: bool = True
+    #: Also speculate on a final result that ends a sentence before the turn's end (Nova).
+    speculate_on_final: bool = False
+    #: Sentences of a speculative reply sent to synthesis before the turn is confirmed
+    #: (the rest wait for it): each one prepared is spent if the caller goes on.
+    speculative_sentences: int = 1
+
     #: After the recognizer has been unreachable this long, the agent says ``deaf_notice``.
     deaf_notice_after: float = 5.0
     deaf_notice: str = "Sorry, I'm having trouble hearing you. Please bear with me a moment."

@@ -18,7 +18,7 @@ from engine.config import AgentConfig
 from engine.history import History
 from engine.machine import Timer
 from engine.sentences import SentenceSplitter
-from engine.turns import is_backchannel
+from engine.turns import is_backchannel, normalize
 from engine.utterance import AgentUtterance
 
 
@@ -44,6 +44,7 @@ class Conversation:
         self.caller_voice = False  # the local VAD hears the caller now
         self.caller_quiet_since = 0.0  # when the local VAD last heard the caller stop
         self.heard_nothing = False  # the recognizer said the interrupting sound had no words
+        self.speculated = ""  # the caller's words a held (speculative) reply answers
         self.recognizer_down = False  # the caller's words cannot be heard (an outage)
         self.deaf_notice_given = False  # said once per outage
 
@@ -63,6 +64,7 @@ class Conversation:
             self.emit(cmd.CancelTimer(name))
 
     def start_utterance(self, kind: str, texts: list[str], **kw: Any) -> AgentUtterance:
+        self.drop_speculation()
         self.last_id += 1
         utterance = AgentUtterance(id=self.last_id, kind=kind, text_done=True, **kw)
         self.utterance = utterance
@@ -71,8 +73,13 @@ class Conversation:
         return utterance
 
     def add_sentence(self, text: str) -> None:
-        assert self.utterance is not None
-        self.emit(cmd.Synthesize(self.utterance.id, self.utterance.add(text).seq, text))
+        utterance = self.utterance
+        assert utterance is not None
+        sentence = utterance.add(text)
+        if utterance.held and sentence.seq >= self.config.speculative_sentences:
+            sentence.requested = False  # synthesized only if the speculation is confirmed
+            return
+        self.emit(cmd.Synthesize(utterance.id, sentence.seq, text))
 
     def stop_completion(self) -> None:
         if self.completion is not None:
@@ -100,6 +107,34 @@ class Conversation:
 
     def final_words(self, e: Any) -> bool:
         return e.is_final and self.words(e)
+
+    def may_speculate(self, e: Any) -> bool:
+        return self.config.speculate and bool(e.text.strip())
+
+    def final_ends_a_sentence(self, e: Any) -> bool:
+        """Nova's speculation point: a final (not yet the turn's end) that ends a sentence."""
+        text = e.text.strip()
+        return (
+            self.config.speculate
+            and self.config.speculate_on_final
+            and e.is_final
+            and not e.speech_final
+            and text[-1:] in ".?!"
+        )
+
+    def confirms_speculation(self, e: Any) -> bool:
+        """The turn ended with the very words the held reply answers."""
+        if self.utterance is None or not self.utterance.held:
+            return False
+        said = normalize(f"{self.caller_text()} {e.text}")
+        return bool(said) and said == self.speculated
+
+    def speculation_audible(self) -> bool:
+        utterance = self.utterance
+        if utterance is None or not utterance.sentences:
+            return False
+        first = utterance.sentences[0]
+        return bool(first.queued) or first.synthesized
 
     def no_words(self, e: Any) -> bool:
         """A final that ends speech with nothing in it, and nothing heard since the barge-in."""
@@ -195,6 +230,7 @@ class Conversation:
     # -- actions: the model's reply ----------------------------------------------
     def ask(self, now: float) -> None:
         """The caller's turn is complete: ask the model for the reply."""
+        self.drop_speculation()
         self.close_utterance()
         self._digits_done()
         self.stop_completion()
@@ -215,6 +251,58 @@ class Conversation:
         self.start_timer(Timer.THINKING, now + self.config.filler_after)
         if self.config.reply_deadline > 0:
             self.start_timer(Timer.REPLY, now + self.config.reply_deadline)
+
+    def speculate(self, e: Any) -> None:
+        """The caller may be done: ask for the reply now, and hold it until the turn ends."""
+        self._speculate(f"{self.caller_text()} {e.text}".strip())
+
+    def speculate_on_words(self) -> None:
+        self._speculate(self.caller_text())
+
+    def _speculate(self, text: str) -> None:
+        self.drop_speculation()
+        self.last_id += 1
+        self.utterance = AgentUtterance(id=self.last_id, kind="reply", held=True)
+        self.splitter = self.new_splitter()
+        self.completion = self.last_id
+        self.speculated = normalize(text)
+        messages = (*self.history.for_model(), cmd.Message("user", text))
+        self.emit(cmd.StartCompletion(self.last_id, messages, speculative=True))
+
+    def drop_speculation(self) -> None:
+        """The caller went on (or said something else): the held reply is never played."""
+        utterance = self.utterance
+        if utterance is None or not utterance.held:
+            return
+        if self.completion == utterance.id:
+            self.emit(cmd.CancelCompletion(utterance.id))
+            self.completion = None
+            self.splitter = self.new_splitter()
+        self.emit(cmd.CancelSynthesis(utterance.id))
+        self.utterance = None
+        self.speculated = ""
+
+    def commit_speculation(self, now: float) -> None:
+        """The turn ended as foreseen: the held reply is the answer; what is ready plays now."""
+        utterance = self.utterance
+        assert utterance is not None and utterance.held
+        self._digits_done()
+        self.cancel_timer(Timer.IDLE)
+        self.cancel_timer(Timer.DTMF)
+        self.history.add("user", self.caller_text())
+        self.caller_words.clear()
+        self.turn_ready = False
+        self.reprompts = 0
+        self.speculated = ""
+        utterance.held = False
+        for sentence in utterance.sentences:
+            if not sentence.requested:
+                sentence.requested = True
+                self.emit(cmd.Synthesize(utterance.id, sentence.seq, sentence.text))
+        self.start_timer(Timer.THINKING, now + self.config.filler_after)
+        if self.config.reply_deadline > 0 and self.completion is not None:
+            self.start_timer(Timer.REPLY, now + self.config.reply_deadline)
+        self.pump(now)
 
     def hold_reply(self) -> None:
         """The caller kept talking before we said anything: drop the reply, keep their words."""
@@ -275,6 +363,8 @@ class Conversation:
         """Send, in order, all audio whose earlier sentences are out; checkpoint each sentence."""
         utterance = self.utterance
         assert utterance is not None
+        if utterance.held:
+            return  # a speculative reply waits for the caller's turn to end
         while (sentence := utterance.get(utterance.next_play)) is not None:
             for audio in sentence.queued:
                 if now is not None:

@@ -148,6 +148,22 @@ class DtmfPressed:
 
 
 @attrs.frozen
+class CallerTurnLikelyOver:
+    """The recognizer thinks the caller may be done (Deepgram Flux ``EagerEndOfTurn``).
+
+    ``text`` is the whole turn so far. The engine may prepare the reply now and
+    play it only if the turn really ends with the same words.
+    """
+
+    text: str
+
+
+@attrs.frozen
+class CallerTurnResumed:
+    """The caller went on after all (Flux ``TurnResumed``): a prepared reply is void."""
+
+
+@attrs.frozen
 class SttLost:
     """The recognizer is unreachable: the caller is not being understood until it is back."""
 
@@ -183,6 +199,8 @@ Event = (
     | AudioCleared
     | TimerFired
     | DtmfPressed
+    | CallerTurnLikelyOver
+    | CallerTurnResumed
     | SttLost
     | SttRestored
     | CallEnded

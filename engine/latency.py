@@ -49,9 +49,14 @@ class LatencyTracker:
     def __init__(self) -> None:
         self._last_stop: float | None = None
         self._turns: dict[int, dict[str, Any]] = {}
+        self._speculative: set[int] = set()
+        self._wasted: set[int] = set()
+        self._held: int | None = None  # a speculative reply waiting for the turn's end
 
     def add(self, r: dict[str, Any]) -> None:
         kind, t = r.get("kind"), r.get("t", 0.0)
+        if kind == "transition" and r["from"] == "listening" and self._held is not None:
+            self._confirmed(self._held, t)
         if kind == "event":
             name = r["event"]
             if name == "CallerSpeechStopped":
@@ -65,8 +70,26 @@ class LatencyTracker:
                 stop = self._last_stop
                 stopped = stop if stop is not None and stop <= t else t
                 self._turns[r["utterance"]] = {"caller_stopped": stopped, "asked": t}
+                if r.get("speculative"):
+                    self._speculative.add(r["utterance"])
+                    self._held = r["utterance"]
+            elif name == "CancelCompletion" and r["utterance"] in self._speculative:
+                if "first_audio" not in self._turns.get(r["utterance"], {}):
+                    self._wasted.add(r["utterance"])
+                if self._held == r["utterance"]:
+                    self._held = None
             elif name == "PlayAudio" and r["utterance"] in self._turns:
                 self._turns[r["utterance"]].setdefault("first_audio", t)
+
+    def _confirmed(self, utterance: int, t: float) -> None:
+        """A speculative reply was confirmed at ``t``: the caller's turn ended then (or at the
+        VAD's last silence since the reply was asked for, when the VAD heard one)."""
+        self._held = None
+        turn = self._turns.get(utterance)
+        if turn is None:
+            return
+        stop = self._last_stop
+        turn["caller_stopped"] = stop if stop is not None and turn["asked"] <= stop <= t else t
 
     def turns(self) -> list[TurnLatency]:
         return [
@@ -79,7 +102,12 @@ class LatencyTracker:
                 first_audio=d.get("first_audio"),
             )
             for utterance, d in sorted(self._turns.items())
+            if utterance not in self._wasted
         ]
+
+    def speculation(self) -> dict[str, int]:
+        """Speculative replies asked for, and those the caller's turn made a waste."""
+        return {"started": len(self._speculative), "wasted": len(self._wasted)}
 
 
 def turn_latencies(records: Iterable[dict[str, Any]]) -> list[TurnLatency]:

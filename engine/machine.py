@@ -121,7 +121,23 @@ class CallMachine(StateMachine):
             on=["barge_in", "take_caller_words"],
         )
         | stay(greeting, on="take_caller_words")
+        # The turn ends with the words a held reply answers: it plays (now, if it is ready).
+        | listening.to(
+            speaking,
+            cond=["confirms_speculation", "ends_turn", "speculation_audible"],
+            on=["take_caller_words", "commit_speculation"],
+        )
+        | listening.to(
+            thinking,
+            cond=["confirms_speculation", "ends_turn"],
+            on=["take_caller_words", "commit_speculation"],
+        )
         | listening.to(thinking, cond="ends_turn", on=["take_caller_words", "ask"])
+        | listening.to.itself(
+            internal=True,
+            cond="final_ends_a_sentence",
+            on=["take_caller_words", "speculate_on_words"],
+        )
         | stay(listening, on="take_caller_words")
         | thinking.to(
             thinking, cond="ends_turn", on=["hold_reply", "take_caller_words", "ask"], internal=True
@@ -165,24 +181,34 @@ class CallMachine(StateMachine):
         | stay(listening, interrupted, thinking, speaking)
     )
 
+    # -- a reply prepared before the caller's turn surely ended ---------------
+    caller_turn_likely_over = listening.to.itself(
+        internal=True, cond="may_speculate", on="speculate"
+    ) | stay(listening, greeting, thinking, speaking, interrupted)
+    caller_turn_resumed = stay(listening, on="drop_speculation") | stay(
+        greeting, thinking, speaking, interrupted
+    )
+
     # -- the model's reply ----------------------------------------------------
-    llm_text = stay(thinking, speaking, on="take_text")
-    llm_tool_call = stay(thinking, speaking, on="take_tool_call")
-    llm_done = stay(thinking, speaking, on="take_done")
-    llm_failed = stay(thinking, speaking, on="apologize")
+    # In listening, only a held (speculative) reply's completion is not stale.
+    llm_text = stay(thinking, speaking, listening, on="take_text")
+    llm_tool_call = stay(thinking, speaking, listening, on="take_tool_call")
+    llm_done = stay(thinking, speaking, listening, on="take_done")
+    llm_failed = stay(thinking, speaking, on="apologize") | stay(listening, on="drop_speculation")
 
     # -- the agent's voice ----------------------------------------------------
     tts_audio = thinking.to(speaking, cond="audible", on="take_audio") | stay(
-        thinking, speaking, greeting, on="take_audio"
+        thinking, speaking, greeting, listening, on="take_audio"
     )
     tts_done = thinking.to(speaking, cond="audible", on="take_audio_end") | stay(
-        thinking, speaking, greeting, on="take_audio_end"
+        thinking, speaking, greeting, listening, on="take_audio_end"
     )
     tts_failed = (
         greeting.to(speaking, cond="can_apologize", on="apologize_for_voice")
         | thinking.to(speaking, cond="can_apologize", on="apologize_for_voice")
         | speaking.to(speaking, cond="can_apologize", on="apologize_for_voice", internal=True)
         | stay(greeting, thinking, speaking, on="skip_sentence")
+        | stay(listening, on="drop_speculation")
     )
 
     # -- the phone's playback -------------------------------------------------
@@ -275,6 +301,8 @@ MACHINE_EVENTS: dict[type, str] = {
     ev.AudioPlayed: "audio_played",
     ev.AudioCleared: "audio_cleared",
     ev.DtmfPressed: "dtmf_pressed",
+    ev.CallerTurnLikelyOver: "caller_turn_likely_over",
+    ev.CallerTurnResumed: "caller_turn_resumed",
     ev.SttLost: "stt_lost",
     ev.SttRestored: "stt_restored",
     ev.CallEnded: "call_ended",

@@ -19,6 +19,7 @@ class Sentence:
     seq: int
     text: str
     queued: list[Audio] = attrs.field(factory=list)  # audio waiting for earlier sentences
+    requested: bool = True  # sent to synthesis (a speculative reply holds back the rest)
     synthesized: bool = False  # the voice delivered all its audio
     sent: bool = False  # all its audio and its checkpoint went out
     played: bool = False  # the phone played it to the caller
@@ -43,6 +44,8 @@ class AgentUtterance:
     interruptible: bool = True
     next_play: int = 0
     played_before: list[str] = attrs.field(factory=list)
+    #: A speculative reply: prepared while the caller may still be talking, not played.
+    held: bool = False
 
     def add(self, text: str) -> Sentence:
         sentence = Sentence(seq=len(self.sentences), text=text)

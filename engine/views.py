@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from engine.latency import turn_latencies
+from engine.latency import LatencyTracker
 
 
 def timeline(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -39,11 +39,20 @@ def latency_table(records: Iterable[dict[str, Any]]) -> list[str]:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.0f} ms"
 
+    tracker = LatencyTracker()
+    for record in records:
+        tracker.add(record)
     rows = ["reply  caller stopped  voice-to-voice  llm first text  tts first audio"]
-    for lat in turn_latencies(records):
+    for lat in tracker.turns():
         d = lat.as_dict()
         rows.append(
             f"{d['utterance']:>5}  {d['caller_stopped']:>14.3f}  {ms(d['voice_to_voice']):>14}"
             f"  {ms(d['llm_first_text']):>14}  {ms(d['tts_first_audio']):>15}"
+        )
+    speculation = tracker.speculation()
+    if speculation["started"]:
+        rows.append(
+            f"speculative replies: {speculation['started']} asked, "
+            f"{speculation['wasted']} wasted (the caller went on)"
         )
     return rows

@@ -102,7 +102,8 @@ async def test_utterance_becomes_events_in_order(autojump_clock):
     assert kinds.index("CallerPaused") > events.index(finals[0]) > events.index(interims[-1])
 
 
-async def test_empty_finals_and_interims_are_skipped(autojump_clock):
+async def test_empty_interims_are_skipped_and_an_empty_turn_end_is_reported(autojump_clock):
+    """Noise with no words: the engine hears that (an agent it interrupted may resume)."""
     events: list = []
     async with run_fake_deepgram(api_key=KEY) as fake:
         fake.transcripts.append("")  # noise the recognizer found no words in
@@ -113,7 +114,8 @@ async def test_empty_finals_and_interims_are_skipped(autojump_clock):
         await run_call(settings_for(fake), script, events)
         sent = fake.listen_sessions[0].sent_types()
     assert "Results" in sent
-    assert [type(e) for e in events] == [CallerSpeechStarted, CallerPaused]
+    assert [type(e) for e in events] == [CallerSpeechStarted, Transcript, CallerPaused]
+    assert events[1] == Transcript("", is_final=True, speech_final=True)
 
 
 async def test_keepalive_is_sent_while_audio_pauses(autojump_clock):

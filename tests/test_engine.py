@@ -375,7 +375,7 @@ def test_call_ended_in_any_state_ends_and_nothing_follows(state):
 
 def test_a_stray_event_is_a_bug_the_machine_refuses():
     d = Drive()
-    d.greet()
+    d(ev.CallStarted("call-1", "stream-1"), 0.0)  # greeting: no completion can be streaming
     with pytest.raises(TransitionNotAllowed):
         d.core.machine.send("llm_text", e=ev.LlmText(9, "x"), now=3.0)
 
@@ -521,3 +521,61 @@ def test_words_after_all_still_start_a_new_turn():
     d(ev.Transcript("", is_final=True, speech_final=True), 4.3)
     out = d.say("actually what about dessert", 4.35)
     assert d.state == "thinking" and of(out, cmd.StartCompletion)
+
+
+# -- speculative replies ---------------------------------------------------------------------------
+
+
+def test_a_speculative_reply_is_prepared_held_and_played_the_moment_the_turn_ends():
+    d = Drive()
+    d.greet()
+    out = d(ev.CallerTurnLikelyOver("I need a table"), 3.0)
+    (start,) = of(out, cmd.StartCompletion)
+    assert start.speculative and start.messages[-1] == cmd.Message("user", "I need a table")
+    out = d(ev.LlmText(2, "Sure. We have one at eight. "), 3.1)
+    assert out == [cmd.Synthesize(2, 0, "Sure.")]  # only the first sentence is prepared
+    d(ev.LlmDone(2), 3.2)
+    assert d.voice(2, 0, 3.3) == []  # held: nothing plays while the caller may go on
+    assert d.state == "listening"
+    out = d.say("I need a table", 3.5)
+    assert d.state == "speaking"
+    assert of(out, cmd.PlayAudio) and cmd.Synthesize(2, 1, "We have one at eight.") in out
+    assert not of(out, cmd.StartCompletion)  # the prepared reply is the answer
+    assert d.core.conversation.history.messages[-1] == cmd.Message("user", "I need a table")
+
+
+def test_a_resumed_turn_voids_the_speculation_and_its_text_never_reaches_the_history():
+    d = Drive()
+    d.greet()
+    d(ev.CallerTurnLikelyOver("I need a table"), 3.0)
+    d(ev.LlmText(2, "Sure. "), 3.1)
+    out = d(ev.CallerTurnResumed(), 3.2)
+    assert out == [cmd.CancelCompletion(2), cmd.CancelSynthesis(2)]
+    assert d.voice(2, 0, 3.3) == []  # stale: dropped
+    out = d.say("I need a table for two", 4.0)
+    (start,) = of(out, cmd.StartCompletion)
+    assert not start.speculative and start.utterance == 3
+    assert [m.content for m in start.messages if m.role == "user"] == ["I need a table for two"]
+
+
+def test_a_turn_that_ends_with_other_words_asks_again():
+    d = Drive()
+    d.greet()
+    d(ev.CallerTurnLikelyOver("I need a table"), 3.0)
+    out = d.say("I need a table for two", 3.4)
+    assert cmd.CancelCompletion(2) in out and cmd.CancelSynthesis(2) in out
+    (start,) = of(out, cmd.StartCompletion)
+    assert not start.speculative and start.messages[-1].content == "I need a table for two"
+
+
+def test_with_nova_a_final_that_ends_a_sentence_starts_the_speculation():
+    d = Drive(speculate_on_final=True)
+    d.greet()
+    out = d(ev.Transcript("I need a table.", is_final=True, speech_final=False), 3.0)
+    (start,) = of(out, cmd.StartCompletion)
+    assert start.speculative
+    d(ev.LlmText(2, "Sure. "), 3.1)
+    d(ev.LlmDone(2), 3.1)
+    d.voice(2, 0, 3.2)
+    out = d(ev.Transcript("", is_final=True, speech_final=True), 3.4)
+    assert d.state == "speaking" and of(out, cmd.PlayAudio)

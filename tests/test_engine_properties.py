@@ -54,6 +54,8 @@ events = st.one_of(
     st.builds(ev.TimerFired, timers),
     st.builds(ev.DtmfPressed, st.sampled_from(["1", "#"])),
     st.builds(ev.SttLost, st.just("dropped")),
+    st.builds(ev.CallerTurnLikelyOver, texts),
+    st.builds(ev.CallerTurnResumed),
     st.builds(ev.SttRestored),
     st.builds(ev.CallEnded, st.just("stop")),
 )
@@ -69,6 +71,7 @@ def test_random_event_sequences_keep_the_invariants(sequence, greeting_interrupt
     now = 0.0
     cancelled: set[int] = set()
     active: int | None = None
+    held: set[int] = set()  # speculative replies not confirmed by the turn's end
     for event, gap in sequence:
         now += gap
         was_ended = core.ended
@@ -81,9 +84,12 @@ def test_random_event_sequences_keep_the_invariants(sequence, greeting_interrupt
             and event.utterance == active
         ):
             active = None
+        if any(t.source == "listening" for t in step.transitions):
+            held.clear()  # the turn ended: a held reply was confirmed (or dropped)
         for command in step.commands:
             if isinstance(command, cmd.PlayAudio):
                 assert command.utterance not in cancelled, "audio of a cancelled turn"
+                assert command.utterance not in held, "audio of an unconfirmed speculation"
             elif isinstance(command, cmd.CancelSynthesis | cmd.CancelCompletion):
                 cancelled.add(command.utterance)
             if isinstance(command, cmd.CancelCompletion):
@@ -92,6 +98,8 @@ def test_random_event_sequences_keep_the_invariants(sequence, greeting_interrupt
             elif isinstance(command, cmd.StartCompletion):
                 assert active is None, "two completions at once"
                 active = command.utterance
+                if command.speculative:
+                    held.add(command.utterance)
 
 
 FORBIDDEN = {"trio", "httpx", "httpx2", "quart", "quart_trio", "hypercorn", "trio_websocket"}
@@ -158,3 +166,49 @@ def test_the_fast_path_covers_the_frequent_events_while_the_agent_talks():
     for state in ("thinking", "speaking"):
         for event in ("llm_text", "tts_audio", "audio_played", "caller_speech_stopped"):
             assert (state, event) in FAST_PATH or (state, event) == ("thinking", "tts_audio")
+
+
+flux_texts = st.sampled_from(["I need a table", "I need a table for two", "for two", "cancel"])
+flux_events = st.one_of(
+    st.builds(ev.CallerTurnLikelyOver, flux_texts),
+    st.builds(ev.CallerTurnResumed),
+    st.builds(ev.Transcript, flux_texts, st.just(True), st.just(True)),
+    st.builds(ev.Transcript, flux_texts, st.just(False), st.just(False)),
+    st.builds(ev.CallerSpeechStarted, at=st.floats(0, 1), source=st.just("stt")),
+    st.builds(ev.LlmText, st.integers(2, 8), st.sampled_from(["Sure. ", "We do", " have one. "])),
+    st.builds(ev.LlmDone, st.integers(2, 8)),
+    st.builds(ev.TtsAudio, st.integers(2, 8), st.integers(0, 1), st.just(b"\x7f" * 8)),
+    st.builds(ev.TtsDone, st.integers(2, 8), st.integers(0, 1)),
+    st.builds(ev.AudioPlayed, st.builds("{}.{}".format, st.integers(2, 8), st.integers(0, 1))),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(flux_events, max_size=40))
+def test_whatever_the_order_of_flux_events_no_unconfirmed_speculation_is_played(sequence):
+    core = Engine(AgentConfig(greeting="Hi."))
+    core.step(ev.CallStarted("c"), 0.0)
+    core.step(ev.TtsAudio(1, 0, b"\x7f" * 8), 0.1)
+    core.step(ev.TtsDone(1, 0), 0.1)
+    core.step(ev.AudioPlayed("1.0"), 0.2)
+    assert core.state == "listening"
+    held: set[int] = set()
+    dropped: set[int] = set()
+    now = 1.0
+    for event in sequence:
+        now += 0.1
+        step = core.step(event, now)
+        if any(t.source == "listening" for t in step.transitions):
+            held.clear()
+        for command in step.commands:
+            if isinstance(command, cmd.StartCompletion) and command.speculative:
+                held.add(command.utterance)
+            elif isinstance(command, cmd.CancelCompletion | cmd.CancelSynthesis):
+                if command.utterance in held:
+                    dropped.add(command.utterance)
+                    held.discard(command.utterance)
+            elif isinstance(command, cmd.PlayAudio):
+                assert command.utterance not in held, "audio of an unconfirmed speculation"
+                assert command.utterance not in dropped, "audio of a cancelled speculation"
+    for message in core.conversation.history.messages:
+        assert message.role != "user" or message.content, "an empty user turn"

@@ -111,8 +111,10 @@ class CallRecord:
             self.recording.clear(t)
 
     def finish(self, t: float, **footer: Any) -> None:
-        turns = [turn.as_dict() for turn in self.writer.latency.turns()]
-        self.writer.footer(t, duration=t, turns=turns, **footer)
+        latency = self.writer.latency
+        turns = [turn.as_dict() for turn in latency.turns()]
+        speculation = latency.speculation()
+        self.writer.footer(t, duration=t, turns=turns, speculation=speculation, **footer)
         self._file.close()
         if self.recording is not None:
             self.recording.write_wav(self.path.with_suffix(".wav"), t)
