@@ -509,6 +509,41 @@ class Conversation:
             played_before=[t for t in [held.played_text] if t],
         )
 
+    # -- actions: another process takes the call over ------------------------------
+    def rearm_timers(self) -> None:
+        """The new process runs none of the old one's timers: start each again, as due."""
+        for name, at in list(self.timers.items()):
+            self.emit(cmd.StartTimer(name, at))
+
+    def ask_again(self, now: float) -> None:
+        """The reply's completion died with the old process before anything played: ask again."""
+        self.hold_reply()
+        self.ask(now)
+
+    def revoice(self) -> None:
+        """What the phone had not confirmed playing is said again, on the new stream.
+
+        The old stream's queue died with it; a sentence sent but not acknowledged
+        may or may not have reached the caller, and saying it twice beats losing
+        it. A reply the model was still writing ends with what was written.
+        """
+        utterance = self.utterance
+        if utterance is None:
+            return
+        self.stop_completion()
+        self.emit(cmd.CancelSynthesis(utterance.id))
+        self.cancel_timer(Timer.PLAYOUT)
+        self.checkpoints.clear()
+        self.utterance = None
+        self.start_utterance(
+            utterance.kind,
+            utterance.unplayed,
+            then=utterance.then,
+            transfer_to=utterance.transfer_to,
+            interruptible=utterance.interruptible,
+            played_before=[t for t in [utterance.played_text] if t],
+        )
+
     def take_caller_words(self, e: Any) -> None:
         """Collect the caller's final words into their turn."""
         text = e.text.strip()

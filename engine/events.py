@@ -176,6 +176,18 @@ class SttRestored:
 
 
 @attrs.frozen
+class CallTakenOver:
+    """Another server process carries the call on: the one that ran it was lost.
+
+    Its log was replayed into a fresh engine, so the conversation is as it was;
+    but what that process had in flight (a completion, syntheses, timers, audio
+    the phone had not confirmed) was lost with it.
+    """
+
+    worker: str = ""
+
+
+@attrs.frozen
 class CallEnded:
     """The call is over from the outside: socket closed, ``stop``, hang-up webhook."""
 
@@ -203,6 +215,7 @@ Event = (
     | CallerTurnResumed
     | SttLost
     | SttRestored
+    | CallTakenOver
     | CallEnded
 )
 

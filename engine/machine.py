@@ -262,6 +262,13 @@ class CallMachine(StateMachine):
         | speaking.to(speaking, on=["stop_talking", "say_goodbye"], internal=True)
         | interrupted.to(speaking, on=["close_utterance", "say_goodbye"])
     )
+    # -- another process carries the call on ---------------------------------
+    call_taken_over = (
+        stay(thinking, on=["rearm_timers", "ask_again"])
+        | stay(greeting, speaking, on=["rearm_timers", "revoice"])
+        | stay(listening, on=["rearm_timers", "drop_speculation"])
+        | stay(interrupted, on="rearm_timers")
+    )
     call_ended = (
         greeting.to(ended)
         | listening.to(ended)
@@ -305,6 +312,7 @@ MACHINE_EVENTS: dict[type, str] = {
     ev.CallerTurnResumed: "caller_turn_resumed",
     ev.SttLost: "stt_lost",
     ev.SttRestored: "stt_restored",
+    ev.CallTakenOver: "call_taken_over",
     ev.CallEnded: "call_ended",
 }
 

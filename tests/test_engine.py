@@ -579,3 +579,41 @@ def test_with_nova_a_final_that_ends_a_sentence_starts_the_speculation():
     d.voice(2, 0, 3.2)
     out = d(ev.Transcript("", is_final=True, speech_final=True), 3.4)
     assert d.state == "speaking" and of(out, cmd.PlayAudio)
+
+
+# -- another process takes the call over ----------------------------------------------------------
+
+
+def test_a_taken_over_call_restarts_its_timers_where_they_stood():
+    d = Drive()
+    d.greet()  # listening: the idle timer runs until 10.0, the call limit until 600
+    out = d(ev.CallTakenOver("worker-2"), 4.0)
+    assert set(out) == {cmd.StartTimer("idle", 10.0), cmd.StartTimer("call_limit", 600.0)}
+    assert d.state == "listening"
+
+
+def test_a_reply_being_thought_about_is_asked_for_again():
+    d = Drive()
+    d.greet()
+    d.say("Do you open on Sundays?", 3.0)
+    d(ev.LlmText(2, "We do"), 3.1)
+    out = d(ev.CallTakenOver(), 3.5)
+    assert cmd.CancelCompletion(2) in out
+    (start,) = of(out, cmd.StartCompletion)
+    assert start.utterance == 3 and start.messages[-1].content == "Do you open on Sundays?"
+    assert [m.content for m in start.messages if m.role == "user"] == ["Do you open on Sundays?"]
+
+
+def test_what_the_phone_had_not_confirmed_is_said_again_on_the_new_stream():
+    d = Drive()
+    d.greet()
+    d.say("Tell me about the menu", 3.0)
+    d(ev.LlmText(2, "We have pasta. And we have pizza. "), 3.1)
+    d(ev.LlmDone(2), 3.2)
+    d.voice(2, 0, 3.3)
+    d.voice(2, 1, 3.3)
+    d(ev.AudioPlayed("2.0"), 4.0)  # the first sentence was heard; the second's ack never came
+    out = d(ev.CallTakenOver(), 4.5)
+    assert d.state == "speaking"
+    assert of(out, cmd.Synthesize) == [cmd.Synthesize(3, 0, "And we have pizza.")]
+    assert d.core.conversation.utterance.played_before == ["We have pasta."]

@@ -57,6 +57,7 @@ events = st.one_of(
     st.builds(ev.CallerTurnLikelyOver, texts),
     st.builds(ev.CallerTurnResumed),
     st.builds(ev.SttRestored),
+    st.builds(ev.CallTakenOver),
     st.builds(ev.CallEnded, st.just("stop")),
 )
 
