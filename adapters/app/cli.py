@@ -175,20 +175,15 @@ def _doctor() -> int:
 
 def _config() -> int:
     """Every effective setting, where it came from, keys masked."""
-    from adapters.app.settings import SOURCES, ServerSettings, effective
+    from adapters.app.settings import ServerSettings
+    from adapters.app.settings_messages import print_effective
 
     try:
         settings = ServerSettings.from_env()
     except ValueError as exc:
         print(f"voice-agent config: {exc}", file=sys.stderr)
         return 2
-    rows = effective(settings)
-    width = max(len(name) for name, _, _ in rows)
-    print(f"# sources, highest first: {', '.join(SOURCES)}")
-    print(f"# .env: {settings.env_file or 'none read'}")
-    print(f"# agent file: {settings.agent_file or 'none'}")
-    for name, source, value in rows:
-        print(f"{name:<{width}}  {source:<7}  {value}")
+    print_effective(settings)
     return 0
 
 

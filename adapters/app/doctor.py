@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from adapters.app.settings import ServerSettings, masked
+from adapters.app.settings import ServerSettings
+from adapters.app.settings_messages import masked
 from adapters.vobiz import protocol as vobiz
 
 OK, NOTE, PROBLEM = "ok", "note", "PROBLEM"

@@ -70,7 +70,7 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
         from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
 
         listen = DeepgramSettings(
-            **settings.deepgram_listen.model_dump(),
+            **settings.deepgram_listen.model_dump(),  # type: ignore[attr-defined]
             api_key=_key(settings, "deepgram_api_key", stt, "STT"),
             url=settings.deepgram_url,
         )
