@@ -2,7 +2,7 @@
 
 import pytest
 
-from adapters.app.cli import place_call
+from adapters.app.outbound import place_call
 from fixtures.fake_vobiz_rest import fake_vobiz_rest
 
 
