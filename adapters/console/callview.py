@@ -174,9 +174,10 @@ def _sentence_key(name: Any) -> tuple[int, int] | None:
 class _Agent:
     """The agent's lane: each sentence asked for, when the phone played it, heard or cut.
 
-    The server cannot hear the phone, so a sentence is laid the way the phone plays
-    it: from when its audio was sent or when the audio before it ends, whichever is
-    later; heard when the phone says its checkpoint was reached.
+    Audio is sent ahead of the phone's playout and the server cannot hear the phone,
+    so a sentence is laid the way the phone plays it: from when its audio was sent or
+    when the audio before it ends, whichever is later; heard when the phone says its
+    checkpoint was reached.
     """
 
     def __init__(self) -> None:
@@ -207,7 +208,6 @@ class _Agent:
             self._clear(t)
 
     def _play(self, r: Record, t: float) -> None:
-        # Audio is sent ahead of the phone's playout: lay it the way the phone plays it.
         begins = max(t, self._playout_end)
         self._playout_end = begins + r["audio"]["bytes"] / PHONE_RATE
         sentence = self._sentences.get((r["utterance"], r["seq"]))
@@ -303,13 +303,8 @@ class _Notes:
             self.errors.append({"t": t, "line": line, "what": what, "detail": r.get("reason", "")})
 
     def note(self, line: int, r: Record, t: float) -> None:
-        detail = _detail(r, ("kind", "t", "what"))
+        shown = ((k, v) for k, v in r.items() if k not in ("kind", "t", "what"))
+        detail = ", ".join(f"{k}={v}" for k, v in shown if not isinstance(v, dict | list))
         entry = {"t": t, "line": line, "what": r.get("what", "?"), "detail": detail}
         failed = r.get("ok") is False or r.get("what") in ERROR_NOTES
         (self.errors if failed else self.notes).append(entry)
-
-
-def _detail(record: Record, skip: tuple[str, ...]) -> str:
-    return ", ".join(
-        f"{k}={v}" for k, v in record.items() if k not in skip and not isinstance(v, dict | list)
-    )
