@@ -2,7 +2,7 @@
 
 What a newcomer's demo hears depends on whether the recognizer gets the
 numbers, days and times right, so this measures slot values (as the
-scripted agent reads them, :func:`adapters.offline.scripted.slots_in`) as well as
+scripted agent reads them, :func:`adapters.offline.understanding.slots_in`) as well as
 the word error rate. Two sets:
 
 - ``demo``: the demo caller's lines (``adapters.app.demo.DEMO_SCRIPT``) in the
@@ -42,8 +42,9 @@ import trio
 from adapters.app.demo import DEMO_SCRIPT
 from adapters.media.audio import FRAME_BYTES, ULAW_SILENCE
 from adapters.offline.espeak import Espeak
-from adapters.offline.scripted import BUILTIN_SCRIPT, known_slots, load_script, slots_in, words
+from adapters.offline.scripted import BUILTIN_SCRIPT, load_script
 from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT
+from adapters.offline.understanding import known_slots, slots_in, words
 from adapters.providers.interfaces import ProviderLink
 from adapters.simulator.caller import CALLER_VOICE
 from engine.calllog import read_log

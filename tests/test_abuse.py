@@ -14,13 +14,15 @@ import os
 import socket
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import serving
 import trio
 import trio_websocket
-from serving import running_server
+from serving import running_server, start, wait_live
 from stand_ins import Ear, Talker, quiet
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
@@ -38,27 +40,25 @@ def settings(tmp_path: Path, **kw) -> ServerSettings:
     return ServerSettings.from_env({}, **(base | kw))
 
 
-def start(call_id: str, stream_id: str = "stream-1") -> str:
-    body = {"callId": call_id, "streamId": stream_id, "mediaFormat": {"encoding": "audio/x-mulaw"}}
-    return json.dumps({"event": "start", "start": body})
-
-
 async def answer(base: str, call_id: str, **form) -> httpx.Response:
     async with httpx.AsyncClient() as client:
         return await client.post(f"{base}/answer", data={"CallUUID": call_id, **form})
 
 
-async def wait_live(app, call_id: str) -> None:
-    with trio.fail_after(10):
-        while call_id not in app.switchboard.live:
-            await trio.sleep(0.01)
+#: Up to 100 calls end at once here: more time than a single call needs.
+finished = functools.partial(serving.finished, within=20)
 
 
-async def finished(app, count: int = 1) -> list[Path]:
-    with trio.fail_after(20):
-        while len(app.switchboard.finished_logs) < count:
-            await trio.sleep(0.01)
-    return list(app.switchboard.finished_logs)
+@contextlib.asynccontextmanager
+async def live_call(
+    app, call_id: str
+) -> AsyncIterator[tuple[str, trio_websocket.WebSocketConnection]]:
+    """A call answered, its media socket open and started, and live: the socket's URL and it."""
+    url = stream_url((await answer(app.base_url, call_id)).text)
+    async with open_client(url) as ws:
+        await ws.send_message(start(call_id))
+        await wait_live(app, call_id)
+        yield url, ws
 
 
 async def refused(url: str) -> bool:
@@ -76,10 +76,7 @@ async def refused(url: str) -> bool:
 async def test_a_second_socket_with_a_live_calls_token_is_refused(tmp_path, caplog):
     providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
     async with running_server(settings(tmp_path), AgentConfig(greeting="Hi."), providers) as app:
-        url = stream_url((await answer(app.base_url, "victim")).text)
-        async with open_client(url) as caller:
-            await caller.send_message(start("victim"))
-            await wait_live(app, "victim")
+        async with live_call(app, "victim") as (url, caller):
             assert await refused(url)  # the attacker's socket never reaches the call
             greeting = json.loads(await caller.get_message())  # the caller still hears the agent
             assert greeting["event"] == "playAudio"
@@ -93,10 +90,7 @@ async def test_a_second_socket_with_a_live_calls_token_is_refused(tmp_path, capl
 
 async def test_a_token_dies_with_its_call_and_answer_mints_no_new_token_for_it(tmp_path):
     async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
-        url = stream_url((await answer(app.base_url, "done")).text)
-        async with open_client(url) as ws:
-            await ws.send_message(start("done"))
-            await wait_live(app, "done")
+        async with live_call(app, "done") as (url, _ws):
             live_again = await answer(app.base_url, "done")
         await finished(app)
         ended_again = await answer(app.base_url, "done")
@@ -164,10 +158,7 @@ async def test_a_client_that_keeps_sending_after_the_server_ends_its_call_leaks_
 
 async def test_a_message_over_64_kib_closes_the_socket_and_the_call_keeps_its_log(tmp_path):
     async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
-        url = stream_url((await answer(app.base_url, "huge")).text)
-        async with open_client(url) as ws:
-            await ws.send_message(start("huge"))
-            await wait_live(app, "huge")
+        async with live_call(app, "huge") as (_url, ws):
             with contextlib.suppress(trio_websocket.ConnectionClosed):
                 await ws.send_message("x" * (64 * 1024 + 1))
                 await ws.get_message()  # the greeting's audio, then the close
@@ -309,10 +300,8 @@ async def test_call_ids_that_squash_alike_get_logs_of_their_own(tmp_path):
     ids = ["coll/x", "coll.x", "coll x", "coll_x"]
     async with running_server(settings(tmp_path), AgentConfig(), quiet()) as app:
         for call_id in ids:
-            url = stream_url((await answer(app.base_url, call_id)).text)
-            async with open_client(url) as ws:
-                await ws.send_message(start(call_id))
-                await wait_live(app, call_id)
+            async with live_call(app, call_id):
+                pass
         paths = await finished(app, len(ids))
     assert len(set(paths)) == len(ids) == len(list((tmp_path / "calls").iterdir()))
     heads = {json.loads(p.read_text().split("\n")[0])["call_id"] for p in paths}

@@ -20,8 +20,9 @@ from adapters.app.cli import main as voice_agent
 from adapters.app.settings import ServerSettings
 from adapters.call.recording import Recording
 from adapters.console import access, install
+from adapters.console.callview import call_view
 from adapters.console.feed import ConsoleCalls, feed_record
-from adapters.console.inspect import call_view, read_records
+from adapters.console.inspect import read_records
 from adapters.console.statechart import changes, state_ids, svg
 from adapters.media.audio import ulaw_encode
 from adapters.providers.interfaces import Providers

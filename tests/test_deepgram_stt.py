@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -37,13 +39,27 @@ async def play(send: trio.MemorySendChannel, audio: bytes) -> None:
         await trio.sleep(0.02)
 
 
-async def run_call(settings: DeepgramSettings, script, events: list) -> None:
-    """Run the recognizer while ``script(send)`` plays audio, then end the audio."""
+async def run_call(settings: DeepgramSettings, script) -> list:
+    """Run the recognizer while ``script(send)`` plays audio, then end the audio; the events."""
+    events: list = []
     send, recv = trio.open_memory_channel[bytes](100)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(DeepgramSTT(settings).run, recv, make_link(events))
         async with send:
             await script(send)
+    return events
+
+
+@contextlib.asynccontextmanager
+async def fake_deepgram_saying(*transcripts: str, **options) -> AsyncIterator:
+    """The fake Deepgram, hearing the words ``transcripts`` in its utterances, one by one."""
+    async with run_fake_deepgram(api_key=KEY, **options) as fake:
+        fake.transcripts.extend(transcripts)
+        yield fake
+
+
+def final_texts(events: list) -> list[str]:
+    return [e.text for e in events if isinstance(e, Transcript) and e.is_final]
 
 
 def utterance(seconds: float = 1.0) -> bytes:
@@ -51,14 +67,13 @@ def utterance(seconds: float = 1.0) -> bytes:
 
 
 async def test_query_string_and_auth_carry_the_settings(autojump_clock):
-    events: list = []
     async with run_fake_deepgram(api_key=KEY) as fake:
         settings = settings_for(fake, keyterms=["Vobiz", "Acme Corp"], endpointing=450)
 
         async def script(send):
             await play(send, silence(0.5))
 
-        await run_call(settings, script, events)
+        await run_call(settings, script)
         (session,) = fake.listen_sessions
     q = session.query
     assert q["model"] == ["nova-3"]
@@ -81,15 +96,13 @@ async def test_query_string_and_auth_carry_the_settings(autojump_clock):
 
 
 async def test_utterance_becomes_events_in_order(autojump_clock):
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.append("hello there my friend")
+    async with fake_deepgram_saying("hello there my friend") as fake:
         t0 = trio.current_time()
 
         async def script(send):
             await play(send, utterance(1.0))
 
-        await run_call(settings_for(fake), script, events)
+        events = await run_call(settings_for(fake), script)
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "CallerSpeechStarted"
     assert events[0] == CallerSpeechStarted(at=pytest.approx(t0 + 0.2), source="stt")
@@ -104,14 +117,12 @@ async def test_utterance_becomes_events_in_order(autojump_clock):
 
 async def test_empty_interims_are_skipped_and_an_empty_turn_end_is_reported(autojump_clock):
     """Noise with no words: the engine hears that (an agent it interrupted may resume)."""
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.append("")  # noise the recognizer found no words in
+    async with fake_deepgram_saying("") as fake:  # noise the recognizer found no words in
 
         async def script(send):
             await play(send, utterance(0.6))
 
-        await run_call(settings_for(fake), script, events)
+        events = await run_call(settings_for(fake), script)
         sent = fake.listen_sessions[0].sent_types()
     assert "Results" in sent
     assert [type(e) for e in events] == [CallerSpeechStarted, Transcript, CallerPaused]
@@ -119,16 +130,14 @@ async def test_empty_interims_are_skipped_and_an_empty_turn_end_is_reported(auto
 
 
 async def test_keepalive_is_sent_while_audio_pauses(autojump_clock):
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.append("still there")
+    async with fake_deepgram_saying("still there") as fake:
 
         async def script(send):
             await play(send, silence(0.2))
             await trio.sleep(12)  # longer than the service's 10 s idle limit
             await play(send, utterance(0.6))
 
-        await run_call(settings_for(fake), script, events)
+        events = await run_call(settings_for(fake), script)
         sessions = fake.listen_sessions
     assert len(sessions) == 1, "the idle limit must not have closed the stream"
     assert sessions[0].control_types() == ["KeepAlive"] * 4 + ["CloseStream"]
@@ -137,16 +146,14 @@ async def test_keepalive_is_sent_while_audio_pauses(autojump_clock):
 
 async def test_without_keepalive_the_fake_closes_1011_and_we_reconnect(autojump_clock, caplog):
     caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.append("are you there")
+    async with fake_deepgram_saying("are you there") as fake:
 
         async def script(send):
             await play(send, silence(0.2))
             await trio.sleep(11)
             await play(send, utterance(0.6))
 
-        await run_call(settings_for(fake, keepalive_after=60), script, events)
+        events = await run_call(settings_for(fake, keepalive_after=60), script)
         sessions = fake.listen_sessions
     assert [s.close_code for s in sessions] == [1011, 1000]
     assert "connection closed with 1011" in caplog.text
@@ -155,19 +162,16 @@ async def test_without_keepalive_the_fake_closes_1011_and_we_reconnect(autojump_
 
 async def test_dropped_socket_reconnects_and_next_utterance_is_heard(autojump_clock, caplog):
     caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.extend(["first question", "second question"])
+    async with fake_deepgram_saying("first question", "second question") as fake:
 
         async def script(send):
             await play(send, utterance(0.8))
             assert await fake.drop_listen() == 1
             await play(send, tone(0.8) + silence(1.6))
 
-        await run_call(settings_for(fake), script, events)
+        events = await run_call(settings_for(fake), script)
         sessions = fake.listen_sessions
-    finals = [e.text for e in events if isinstance(e, Transcript) and e.is_final]
-    assert finals == ["first question", "second question"]
+    assert final_texts(events) == ["first question", "second question"]
     assert len(sessions) == 2
     assert "reconnecting in 0.25 s (attempt 1)" in caplog.text
     # Audio that arrived while disconnected was replayed on the new connection.
@@ -176,7 +180,6 @@ async def test_dropped_socket_reconnects_and_next_utterance_is_heard(autojump_cl
 
 async def test_refused_handshake_401_is_not_retried(autojump_clock, caplog):
     caplog.set_level(logging.WARNING)
-    events: list = []
     async with run_fake_deepgram(api_key="another-key") as fake:
 
         async def script(send):
@@ -185,7 +188,7 @@ async def test_refused_handshake_401_is_not_retried(autojump_clock, caplog):
             await play(send, utterance(0.6))
 
         with trio.fail_after(60):
-            await run_call(settings_for(fake), script, events)
+            events = await run_call(settings_for(fake), script)
         assert fake.rejected == [("/v1/listen", 401)]
         assert fake.listen_sessions == []
     assert events == [SttLost("handshake refused with HTTP 401 (Invalid credentials.)")]
@@ -195,16 +198,14 @@ async def test_refused_handshake_401_is_not_retried(autojump_clock, caplog):
 
 async def test_server_error_on_handshake_is_retried_with_backoff(autojump_clock, caplog):
     caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY, refuse_listen=503) as fake:
-        fake.transcripts.append("finally")
+    async with fake_deepgram_saying("finally", refuse_listen=503) as fake:
 
         async def script(send):
             await play(send, silence(1.5))
             fake.refuse_listen = None
             await play(send, utterance(0.6))
 
-        await run_call(settings_for(fake), script, events)
+        events = await run_call(settings_for(fake), script)
         refusals = len(fake.rejected)
     assert refusals >= 3
     for delay in ("0.25", "0.50", "1.00"):
@@ -230,8 +231,7 @@ def test_backlog_is_bounded_and_confirmed_by_finals():
 
 
 async def test_fake_finalize_and_closestream(autojump_clock):
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.append("cut short")
+    async with fake_deepgram_saying("cut short") as fake:
         url = f"{fake.url}/v1/listen?encoding=mulaw&sample_rate=8000&interim_results=false"
         headers = [(b"Authorization", f"Token {KEY}".encode())]
         async with open_client(url, headers, connect_timeout=5) as ws:
@@ -266,9 +266,7 @@ async def test_an_outage_is_reported_and_what_the_caller_said_meanwhile_is_heard
 ):
     """Deepgram is down for 15 s while the caller talks: the engine is told, nothing is lost."""
     caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.extend(["before the outage", "during the outage"])
+    async with fake_deepgram_saying("before the outage", "during the outage") as fake:
 
         async def script(send):
             await play(send, utterance(0.8))
@@ -278,9 +276,8 @@ async def test_an_outage_is_reported_and_what_the_caller_said_meanwhile_is_heard
             fake.refuse_listen = None
             await play(send, silence(3.0))
 
-        await run_call(settings_for(fake), script, events)
-    finals = [e.text for e in events if isinstance(e, Transcript) and e.is_final]
-    assert finals == ["before the outage", "during the outage"]
+        events = await run_call(settings_for(fake), script)
+    assert final_texts(events) == ["before the outage", "during the outage"]
     lost = [i for i, e in enumerate(events) if isinstance(e, SttLost)]
     back = [i for i, e in enumerate(events) if isinstance(e, SttRestored)]
     assert len(lost) == len(back) == 1 and lost[0] < back[0]

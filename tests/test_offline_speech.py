@@ -17,8 +17,9 @@ from adapters.app.demo import DEMO_SCRIPT
 from adapters.media.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_decode
 from adapters.media.vad import FrameClassifier, VadSegmenter, VoiceStarted, VoiceStopped
 from adapters.offline.espeak import Espeak, EspeakTTS
-from adapters.offline.scripted import known_slots, load_script, slots_in
+from adapters.offline.scripted import load_script
 from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT, phone_line_variants
+from adapters.offline.understanding import known_slots, slots_in
 from adapters.providers.interfaces import ProviderLink
 from adapters.simulator.caller import CALLER_VOICE
 from engine.commands import Message

@@ -2,7 +2,7 @@
 
 import pytest
 
-from adapters.app.cli import place_call
+from adapters.app.outbound import place_call
 from fixtures.fake_vobiz_rest import fake_vobiz_rest
 
 
@@ -58,21 +58,20 @@ async def test_wrong_credentials_are_refused_clearly(env, capsys):
     assert "401" in err.err and "VOBIZ_AUTH_TOKEN" in err.err
 
 
-async def test_forbidden_is_refused_clearly(env, capsys):
+@pytest.mark.parametrize(
+    ("to", "code", "text", "shown"),
+    [
+        pytest.param("+15550002", 403, "account suspended", "403", id="forbidden"),
+        pytest.param(
+            "not-a-number", 400, "invalid destination number", "HTTP 400", id="client-error"
+        ),
+    ],
+)
+async def test_a_refusal_shows_its_status_and_the_api_text(env, capsys, to, code, text, shown):
     async with fake_vobiz_rest() as fake:
         credentials(env, fake)
-        fake.fail_next(403, "account suspended")
-        status = await place_call("+15550002", "+15550001")
+        fake.fail_next(code, text)
+        status = await place_call(to, "+15550001")
     err = capsys.readouterr().err
     assert status == 1
-    assert "403" in err and "account suspended" in err
-
-
-async def test_a_client_error_shows_the_api_text(env, capsys):
-    async with fake_vobiz_rest() as fake:
-        credentials(env, fake)
-        fake.fail_next(400, "invalid destination number")
-        status = await place_call("not-a-number", "+15550001")
-    err = capsys.readouterr().err
-    assert status == 1
-    assert "HTTP 400" in err and "invalid destination number" in err
+    assert shown in err and text in err

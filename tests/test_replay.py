@@ -33,11 +33,17 @@ def test_golden_log_is_what_the_engine_writes_today(name):
     assert committed == golden.render(name), "run: uv run python -m fixtures.golden"
 
 
-def tamper(path, tmp_path, change):
+STREAMED = pathlib.Path("fixtures/calls/streamed_reply.jsonl")
+
+
+def tamper(tmp_path, first, change, path=STREAMED):
+    """A copy of ``path`` in ``tmp_path`` with ``change`` made to the first record ``first``
+    picks: the copy, and the number of the line changed."""
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         record = json.loads(line)
-        if change(record):
+        if first(record):
+            change(record)
             lines[i] = json.dumps(record)
             break
     else:
@@ -47,14 +53,13 @@ def tamper(path, tmp_path, change):
     return out, i + 1
 
 
-def test_a_tampered_command_is_reported_with_its_line(tmp_path, capsys):
-    def change(record):
-        if record.get("command") == "Synthesize":
-            record["text"] = "Something the engine never said."
-            return True
-        return False
+def synthesize(record) -> bool:
+    return record.get("command") == "Synthesize"
 
-    path, line = tamper(pathlib.Path("fixtures/calls/streamed_reply.jsonl"), tmp_path, change)
+
+def test_a_tampered_command_is_reported_with_its_line(tmp_path, capsys):
+    said = "Something the engine never said."
+    path, line = tamper(tmp_path, synthesize, lambda record: record.update(text=said))
     result = replay(path.read_text().splitlines())
     assert result.divergence.line == line
     assert result.divergence.got["text"] != result.divergence.expected["text"]
@@ -63,13 +68,10 @@ def test_a_tampered_command_is_reported_with_its_line(tmp_path, capsys):
 
 
 def test_a_tampered_event_time_changes_the_outcome(tmp_path):
-    def change(record):
-        if record.get("event") == "AudioPlayed":
-            record["t"] += 100.0
-            return True
-        return False
+    def later(record):
+        record["t"] += 100.0
 
-    path, _ = tamper(pathlib.Path("fixtures/calls/streamed_reply.jsonl"), tmp_path, change)
+    path, _ = tamper(tmp_path, lambda record: record.get("event") == "AudioPlayed", later)
     assert not replay(path.read_text().splitlines()).identical
 
 
@@ -164,13 +166,7 @@ def test_a_last_line_cut_mid_write_is_left_out_not_fatal(tmp_path, capsys):
 
 
 def test_a_divergence_in_an_incomplete_log_is_still_a_divergence(tmp_path):
-    def change(record):
-        if record.get("command") == "Synthesize":
-            record["text"] = "something else"
-            return True
-        return False
-
-    path, _ = tamper(pathlib.Path("fixtures/calls/streamed_reply.jsonl"), tmp_path, change)
+    path, _ = tamper(tmp_path, synthesize, lambda record: record.update(text="something else"))
     lines = path.read_text().split("\n")
     path.write_text("\n".join(line for line in lines if '"footer"' not in line))
     assert replay_cli.main([str(path)]) == 1

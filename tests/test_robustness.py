@@ -12,7 +12,7 @@ import httpx
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving import running_server
+from serving import finished, running_server, start
 from stand_ins import Ear, Hears, Quiet, Talker, quiet
 from trio_websocket import ConnectionClosed
 
@@ -34,11 +34,6 @@ def server_settings(tmp_path: Path, **kw) -> ServerSettings:
     return ServerSettings.from_env(
         {}, **({"call_log_dir": tmp_path / "calls", "stream_secret": "r" * 32} | kw)
     )
-
-
-def start(call_id: str, stream_id: str = "stream-1") -> str:
-    body = {"callId": call_id, "streamId": stream_id, "mediaFormat": {"encoding": "audio/x-mulaw"}}
-    return json.dumps({"event": "start", "start": body})
 
 
 def media(payload: str = SILENCE) -> str:
@@ -64,13 +59,6 @@ async def read_up_to_sentinel(ws, app, call_id: str) -> None:
             if '"name":"sentinel"' in session.path.read_text():
                 return
             await trio.sleep(0.01)
-
-
-async def finished(app, count: int = 1) -> list[Path]:
-    with trio.fail_after(10):
-        while len(app.switchboard.finished_logs) < count:
-            await trio.sleep(0.01)
-    return list(app.switchboard.finished_logs)
 
 
 def records(path: Path) -> list[dict]:

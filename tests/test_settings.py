@@ -19,8 +19,8 @@ from adapters.app.settings import (
     OpenAISpeechOptions,
     ServerSettings,
     SettingsError,
-    effective,
 )
+from adapters.app.settings_messages import effective
 from adapters.app.wiring import build_providers
 from adapters.offline.espeak import Espeak
 from adapters.providers.deepgram_stt import DeepgramSettings

@@ -12,7 +12,7 @@ import trio
 from serving import running_server
 from stand_ins import quiet
 
-from adapters.app.cli import place_call
+from adapters.app.outbound import place_call
 from adapters.app.settings import ServerSettings
 from adapters.app.tunnel import TunnelError, forwards_to, open_tunnel, public_url_of
 from engine.config import AgentConfig

@@ -10,12 +10,14 @@ leaked the stream token into the call log.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
 
 import httpx
 import pytest
+import serving
 import trio
 from serving import running_server
 from stand_ins import Ear, Hears, Talker
@@ -52,11 +54,8 @@ def notes(recs, what) -> list[dict]:
     return [r for r in recs if r["kind"] == "note" and r["what"] == what]
 
 
-async def finished(app, count: int = 1):
-    with trio.fail_after(30):
-        while len(app.switchboard.finished_logs) < count:
-            await trio.sleep(0.01)
-    return list(app.switchboard.finished_logs)
+#: Some calls here are the simulated caller's whole script, pauses included.
+finished = functools.partial(serving.finished, within=30)
 
 
 def speak(text: str) -> bytes:
@@ -325,14 +324,23 @@ async def test_an_unsigned_stream_status_never_writes_into_a_call_log(tmp_path):
 # -- voice-agent doctor --------------------------------------------------------------------------
 
 
+def doctor_report(monkeypatch, capsys, env: dict[str, str], status: int) -> str:
+    """What ``voice-agent doctor`` prints with ``env`` set; it must exit with ``status``."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["doctor"]) == status
+    return capsys.readouterr().out
+
+
 def test_doctor_explains_enforced_signatures_and_names_each_problem(monkeypatch, capsys):
     for key in ("PUBLIC_URL", "VALIDATE_SIGNATURES", "DEEPGRAM_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("VOBIZ_AUTH_ID", "MA_TEST")
-    monkeypatch.setenv("VOBIZ_AUTH_TOKEN", "a-secret-auth-token-value")
-    monkeypatch.setenv("MEDIA_FORMAT", "audio/x-l16;rate=24000")
-    assert cli.main(["doctor"]) == 1
-    out = capsys.readouterr().out
+    env = {
+        "VOBIZ_AUTH_ID": "MA_TEST",
+        "VOBIZ_AUTH_TOKEN": "a-secret-auth-token-value",
+        "MEDIA_FORMAT": "audio/x-l16;rate=24000",
+    }
+    out = doctor_report(monkeypatch, capsys, env, status=1)
     assert "ENFORCED" in out and "callback authentication" in out
     assert "PROBLEM  PUBLIC_URL" in out and "PROBLEM  MEDIA_FORMAT" in out
     assert "a-secret-auth-token-value" not in out and "alue" not in out
@@ -340,9 +348,10 @@ def test_doctor_explains_enforced_signatures_and_names_each_problem(monkeypatch,
 
 
 def test_doctor_is_content_with_a_sound_public_setup(monkeypatch, capsys):
-    monkeypatch.setenv("PUBLIC_URL", "https://agent.example.com")
-    monkeypatch.setenv("VALIDATE_SIGNATURES", "false")
-    monkeypatch.setenv("MEDIA_FORMAT", "audio/x-mulaw;rate=8000")
-    assert cli.main(["doctor"]) == 0
-    out = capsys.readouterr().out
+    env = {
+        "PUBLIC_URL": "https://agent.example.com",
+        "VALIDATE_SIGNATURES": "false",
+        "MEDIA_FORMAT": "audio/x-mulaw;rate=8000",
+    }
+    out = doctor_report(monkeypatch, capsys, env, status=0)
     assert "wss://agent.example.com/ws" in out and "not checked" in out

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from adapters.app.settings import ServerSettings, masked
+from adapters.app.settings import ServerSettings
+from adapters.app.settings_messages import masked
 from adapters.vobiz import protocol as vobiz
 
 OK, NOTE, PROBLEM = "ok", "note", "PROBLEM"
@@ -173,3 +174,10 @@ def report(findings: list[Finding]) -> tuple[str, int]:
     problems = sum(f.level == PROBLEM for f in findings)
     lines.append(f"\n{problems} problem(s)" if problems else "\nno problems found")
     return "\n".join(lines), int(bool(problems))
+
+
+def main(settings: ServerSettings) -> int:
+    """``voice-agent doctor``: the report on stdout; the exit status (1 when anything is a problem)."""
+    text, status = report(examine(settings))
+    print(text)
+    return status

@@ -1,20 +1,26 @@
 """Serving the app: build it from the settings, settle it, run it under hypercorn's trio worker.
 
-Shared by ``voice-agent serve``, the demo, the console, the ASGI entry, the tests
-and the benchmarks, so each of them serves the app the same way: the same
-limits on sockets, the same drain on shutdown, the same start-up settling.
+Shared by ``voice-agent serve`` (:func:`serve_main`, here too), the demo, the
+console, the ASGI entry, the tests and the benchmarks, so each of them serves the
+app the same way: the same limits on sockets, the same drain on shutdown, the
+same start-up settling.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import signal
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
+from hypercorn.config import Config
 
 from adapters.app.server import VoiceAgentApp, create_app
 from adapters.app.settings import ServerSettings
+from adapters.app.switchboard import Switchboard
+from adapters.app.tunnel import Tunnel, TunnelError, open_tunnel
 from adapters.app.wiring import build_providers, describe
 
 log = logging.getLogger("voice_agent")
@@ -69,37 +75,16 @@ async def serve_app(
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set, draining live calls first."""
-    from hypercorn.config import Config
     from hypercorn.trio import serve
 
     from adapters.app import hypercorn_repair
 
     board = app.switchboard
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.graceful_timeout = 5.0
-    config.accesslog = None
-    # A media frame is a few hundred bytes; hypercorn's default (16 MiB) lets one client
-    # make the server buffer megabytes per message before the app can refuse it.
-    config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
-    # A connection that sends nothing this long is dropped (hypercorn waits forever by
-    # default): a media stream carries a frame every 20 ms, a webhook is one short request.
-    config.read_timeout = READ_TIMEOUT
+    config = _hypercorn_config(host, port)
 
     async def drained() -> None:
         await shutdown.wait()
-        board.draining = True
-        if board.live:
-            log.info("draining: waiting for %d live call(s)", len(board.live))
-            with trio.move_on_after(board.settings.drain_timeout):
-                await board.idle.wait()
-            for session in list(board.live.values()):
-                session.end_from_outside("server shutdown")
-            with trio.move_on_after(3):
-                await board.idle.wait()
-            # Vobiz posts each call's hang-up after its stream closed: answer them, then go.
-            with trio.move_on_after(FINAL_HANGUP_WAIT):
-                await board.hangups_in.wait()
+        await _drain(board)
 
     hypercorn_repair.install()
     settle(app)
@@ -118,16 +103,128 @@ async def serve_app(
                 await board.rest.aclose()
 
 
-async def serve_on_loopback(nursery: trio.Nursery, app: VoiceAgentApp, shutdown: trio.Event) -> str:
-    """Serve ``app`` on a free 127.0.0.1 port (tests, demo, benchmarks); return its base URL.
+def _hypercorn_config(host: str, port: int) -> Config:
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.graceful_timeout = 5.0
+    config.accesslog = None
+    # A media frame is a few hundred bytes; hypercorn's default (16 MiB) lets one client
+    # make the server buffer megabytes per message before the app can refuse it.
+    config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
+    # A connection that sends nothing this long is dropped (hypercorn waits forever by
+    # default): a media stream carries a frame every 20 ms, a webhook is one short request.
+    config.read_timeout = READ_TIMEOUT
+    return config
+
+
+async def _drain(board: Switchboard) -> None:
+    """No new calls; the live ones get the drain timeout to finish, then are ended."""
+    board.draining = True
+    if board.live:
+        log.info("draining: waiting for %d live call(s)", len(board.live))
+        with trio.move_on_after(board.settings.drain_timeout):
+            await board.idle.wait()
+        for session in list(board.live.values()):
+            session.end_from_outside("server shutdown")
+        with trio.move_on_after(3):
+            await board.idle.wait()
+        # Vobiz posts each call's hang-up after its stream closed: answer them, then go.
+        with trio.move_on_after(FINAL_HANGUP_WAIT):
+            await board.hangups_in.wait()
+
+
+async def serve_on_loopback(
+    nursery: trio.Nursery, app: VoiceAgentApp, shutdown: trio.Event, port: int = 0
+) -> str:
+    """Serve ``app`` on 127.0.0.1 (a free port by default: tests, demo, benchmarks); return its
+    base URL.
 
     The app's public URL becomes that address, so the stream URLs it hands out point back here.
     """
     binds = await nursery.start(
         lambda task_status: serve_app(
-            app, "127.0.0.1", 0, shutdown=shutdown, task_status=task_status
+            app, "127.0.0.1", port, shutdown=shutdown, task_status=task_status
         )
     )
     base = binds[0].replace("0.0.0.0", "127.0.0.1")
     app.switchboard.settings = app.switchboard.settings.with_values(public_url=base)
     return base
+
+
+async def until_interrupted() -> None:
+    """Return at the first SIGINT or SIGTERM (Ctrl-C, or a process manager stopping us)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+# -- voice-agent serve -------------------------------------------------------------------------
+
+
+async def serve_main(host: str | None, port: int | None, tunnel: bool) -> int:
+    """``voice-agent serve``: serve until interrupted, then drain; a setting that cannot work
+    is a :class:`ConfigError`."""
+    try:
+        settings = _serve_settings(host, port)
+        app = build_app(settings)
+    except ValueError as exc:  # a setting that cannot work: say which, not a traceback
+        raise ConfigError(str(exc)) from None
+    shutdown = trio.Event()
+    opened = None
+    try:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                lambda task_status: serve_app(
+                    app, settings.host, settings.port, shutdown=shutdown, task_status=task_status
+                )
+            )
+            if tunnel:
+                opened = await _tunnel_to(app, binds, shutdown)
+            public = app.switchboard.settings.public_url
+            log.info("serving on %s; answer URL %s/answer", ", ".join(binds), public)
+            await until_interrupted()
+            log.info("shutting down: no new calls; live calls get %.0f s", settings.drain_timeout)
+            shutdown.set()
+    except* ConfigError as group:  # out of the nursery: one error, said plainly
+        raise group.exceptions[0] from None
+    finally:
+        if opened is not None and opened.close is not None:
+            opened.close()
+    return 0
+
+
+def _serve_settings(host: str | None, port: int | None) -> ServerSettings:
+    """The settings, with ``--host`` and ``--port`` as options; the public URL defaults to
+    the address served."""
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = ServerSettings.from_env(**overrides)
+    if settings.source("public_url") == "default":
+        settings = settings.with_values(public_url=f"http://{settings.host}:{settings.port}")
+    return settings
+
+
+async def _tunnel_to(app: VoiceAgentApp, binds: list[str], shutdown: trio.Event) -> Tunnel:
+    """``serve --tunnel``: the public https URL becomes this server's, and the console lines say so."""
+    port = urlsplit(binds[0]).port or 80
+    try:
+        tunnel = await open_tunnel(port)
+    except TunnelError as exc:
+        shutdown.set()
+        raise ConfigError(f"--tunnel: {exc}") from None
+    settings = app.switchboard.settings
+    old = settings.public_url if settings.source("public_url") != "default" else None
+    if old and old.rstrip("/") != tunnel.public_url:
+        log.warning("--tunnel: PUBLIC_URL=%s is replaced by %s", old, tunnel.public_url)
+    app.switchboard.settings = app.switchboard.settings.with_values(public_url=tunnel.public_url)
+    print(
+        f"public URL {tunnel.public_url} (from {tunnel.source})\n"
+        "In the Vobiz console, set your number's application to:\n"
+        f"  Answer URL: {tunnel.public_url}/answer   (method POST)\n"
+        f"  Hangup URL: {tunnel.public_url}/hangup   (method POST)",
+        flush=True,
+    )
+    return tunnel

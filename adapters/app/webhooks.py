@@ -9,8 +9,10 @@ unsigned status callback never reaches a call's log.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -50,9 +52,21 @@ def _board() -> Switchboard:
     return current_app.switchboard  # type: ignore[attr-defined]
 
 
-async def _trusted() -> Trust | Response:
-    board = _board()
-    return await webhook_trust.check(board.settings, board.nonces)
+def _from_vobiz(
+    handler: Callable[[Trust], Awaitable[Response]],
+) -> Callable[[], Awaitable[Response]]:
+    """A webhook that runs only for a sender :mod:`adapters.app.webhook_trust` lets in, and
+    is told how far it is trusted (whether the request was signed)."""
+
+    @functools.wraps(handler)
+    async def checked() -> Response:
+        board = _board()
+        trust = await webhook_trust.check(board.settings, board.nonces)
+        if isinstance(trust, Response):
+            return trust
+        return await handler(trust)
+
+    return checked
 
 
 def _form_value(form: Any, key: str, limit: int) -> str | None:
@@ -75,11 +89,9 @@ async def too_large(_error: Exception) -> Response:
     return Response("request body too large", status=413, headers={"Connection": "close"})
 
 
-async def answer() -> Response:
+@_from_vobiz
+async def answer(_trust: Trust) -> Response:
     """Answer a call: a stream token for it (or the busy message), as VobizXML."""
-    trust = await _trusted()
-    if isinstance(trust, Response):
-        return trust
     board = _board()
     form = await request.form
     call_id = _form_value(form, "CallUUID", MAX_CALL_ID)
@@ -104,11 +116,9 @@ async def answer() -> Response:
     return Response(xml, content_type="application/xml")
 
 
-async def hangup() -> Response:
+@_from_vobiz
+async def hangup(trust: Trust) -> Response:
     """The platform's word that a call ended: trusted for a live call only when signed."""
-    trust = await _trusted()
-    if isinstance(trust, Response):
-        return trust
     board = _board()
     form = await request.form
     call_id = form.get("CallUUID", "")
@@ -128,11 +138,9 @@ async def hangup() -> Response:
     return Response("", status=200)
 
 
-async def stream_status() -> Response:
+@_from_vobiz
+async def stream_status(trust: Trust) -> Response:
     """Stream news (started, dropped, degraded, …): into the call's log when signed."""
-    trust = await _trusted()
-    if isinstance(trust, Response):
-        return trust
     form = await request.form
     call_id = form.get("CallUUID", "")
     status = read_stream_status(form)
@@ -144,11 +152,9 @@ async def stream_status() -> Response:
     return Response("", status=200)
 
 
-async def transfer() -> Response:
+@_from_vobiz
+async def transfer(_trust: Trust) -> Response:
     """Where a REST transfer sends the caller: a ``<Dial>`` to the number."""
-    trust = await _trusted()
-    if isinstance(trust, Response):
-        return trust
     xml = vobiz_xml.dial_xml(request.args.get("to", ""))
     return Response(xml, content_type="application/xml")
 

@@ -9,12 +9,18 @@ from the one settings object: providers read nothing from the environment.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
 
 import attrs
 
 from adapters.app.settings import ServerSettings, reveal
-from adapters.providers.interfaces import LanguageModel, Providers, TextToSpeech
+from adapters.providers.interfaces import (
+    LanguageModel,
+    Providers,
+    SpeechToText,
+    TextToSpeech,
+    VoiceActivity,
+)
 from engine.config import AgentConfig
 
 
@@ -34,7 +40,39 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
     The scripted brain brings its own greeting and goodbye (its script is a
     whole conversation), so with it the agent's greeting comes from the script.
     """
+    stt, llm, tts = _choices(settings)
     config = settings.agent_config()
+    hints = settings.hints
+    if llm == "openai":
+        brain = _chat_model(settings, llm)
+    else:
+        from adapters.offline.scripted import ScriptedBrain, load_script
+
+        script = load_script(settings.script)
+        brain = ScriptedBrain(script)
+        config = attrs.evolve(config, greeting=script.greeting)
+        hints = script.hints
+    barge_in = settings.barge_in_source
+    names: dict[str, str] = {
+        "stt": stt,
+        "llm": llm,
+        "tts": tts,
+        "vad": settings.local_vad,
+        "barge_in": barge_in,
+    }
+    providers = Providers(
+        stt=_recognizer(settings, stt, hints),
+        llm=brain,
+        tts=_voice(settings, tts),
+        names=names,
+        vad=_local_vad(settings, stt),
+        stt_speech_events=not (stt == "deepgram" and barge_in == "vad"),
+    )
+    return providers, config
+
+
+def _choices(settings: ServerSettings) -> tuple[str, str, str]:
+    """The recognizer, brain and voice chosen: ``auto`` takes the real one whose key is set."""
     deepgram = settings.deepgram_api_key is not None
     openai = settings.openai_api_key is not None
     stt = settings.stt_provider
@@ -46,89 +84,76 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
     tts = settings.tts_provider
     if tts == "auto":
         tts = "openai" if openai else ("deepgram" if deepgram else "offline")
+    return stt, llm, tts
 
-    hints = settings.hints
-    if llm == "openai":
-        from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 
-        brain: LanguageModel = OpenAIChat(
-            ChatSettings(
-                **settings.openai_chat.model_dump(),
-                base_url=settings.openai_base_url,
-                api_key=_key(settings, "openai_api_key", llm, "LLM"),
-            )
+def _chat_model(settings: ServerSettings, llm: str) -> LanguageModel:
+    from adapters.providers.openai_chat import ChatSettings, OpenAIChat
+
+    return OpenAIChat(
+        ChatSettings(
+            **settings.openai_chat.model_dump(),
+            base_url=settings.openai_base_url,
+            api_key=_key(settings, "openai_api_key", llm, "LLM"),
         )
-    else:
-        from adapters.offline.scripted import ScriptedBrain, load_script
+    )
 
-        script = load_script(settings.script)
-        brain = ScriptedBrain(script)
-        config = attrs.evolve(config, greeting=script.greeting)
-        hints = script.hints
 
+def _recognizer(
+    settings: ServerSettings, stt: str, hints: tuple[str, ...]
+) -> Callable[[], SpeechToText]:
+    """What makes each call's recognizer."""
     if stt == "deepgram":
         from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
 
         listen = DeepgramSettings(
-            **settings.deepgram_listen.model_dump(),
+            **settings.deepgram_listen.model_dump(),  # type: ignore[attr-defined]
             api_key=_key(settings, "deepgram_api_key", stt, "STT"),
             url=settings.deepgram_url,
         )
-        stt_factory: Any = functools.partial(DeepgramSTT, listen)
-    else:
-        from adapters.offline.sphinx import SphinxSTT
+        return functools.partial(DeepgramSTT, listen)
+    from adapters.offline.sphinx import SphinxSTT
 
-        # The offline recognizer is far more accurate when told what to expect.
-        stt_factory = functools.partial(SphinxSTT, hints, vad=settings.local_vad)
+    # The offline recognizer is far more accurate when told what to expect.
+    return functools.partial(SphinxSTT, hints, vad=settings.local_vad)
 
+
+def _voice(settings: ServerSettings, tts: str) -> TextToSpeech:
     if tts == "openai":
         from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 
-        voice: TextToSpeech = OpenAISpeech(
+        return OpenAISpeech(
             SpeechSettings(
                 **settings.openai_speech.model_dump(),
                 base_url=settings.openai_base_url,
                 api_key=_key(settings, "openai_api_key", tts, "TTS"),
             )
         )
-    elif tts == "deepgram":
+    if tts == "deepgram":
         from adapters.providers.deepgram_tts import AuraSettings, DeepgramSpeech
 
-        voice = DeepgramSpeech(
+        return DeepgramSpeech(
             AuraSettings(
                 **settings.deepgram_speech.model_dump(),
                 api_key=_key(settings, "deepgram_api_key", tts, "TTS"),
                 url=settings.deepgram_url,
             )
         )
-    else:
-        from adapters.offline.espeak import Espeak, EspeakTTS
+    from adapters.offline.espeak import Espeak, EspeakTTS
 
-        voice = EspeakTTS(Espeak(**settings.espeak.model_dump()))
+    return EspeakTTS(Espeak(**settings.espeak.model_dump()))
 
-    barge_in = settings.barge_in_source
-    # The offline recognizer already runs the local VAD; a cloud one gets it beside it.
-    vad = None
-    if stt == "deepgram" and barge_in in ("vad", "both"):
+
+def _local_vad(settings: ServerSettings, stt: str) -> VoiceActivity | None:
+    """The local VAD beside a cloud recognizer, when it is to notice barge-ins; else None.
+
+    The offline recognizer already runs the local VAD itself.
+    """
+    if stt == "deepgram" and settings.barge_in_source in ("vad", "both"):
         from adapters.media.vad import LocalVad
 
-        vad = LocalVad(kind=settings.local_vad)
-    names: dict[str, str] = {
-        "stt": stt,
-        "llm": llm,
-        "tts": tts,
-        "vad": settings.local_vad,
-        "barge_in": barge_in,
-    }
-    providers = Providers(
-        stt=stt_factory,
-        llm=brain,
-        tts=voice,
-        names=names,
-        vad=vad,
-        stt_speech_events=not (stt == "deepgram" and barge_in == "vad"),
-    )
-    return providers, config
+        return LocalVad(kind=settings.local_vad)
+    return None
 
 
 def describe(providers: Providers) -> str:

@@ -14,12 +14,12 @@ gap in the stream (a reconnect) shows as silence.
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
 
 from adapters.media.audio import PHONE_RATE, ulaw_decode
+from adapters.media.wav import write_stereo_wav
 
 #: Mu-law silence, used to fill the gaps between the frames.
 _SILENCE = 0xFF
@@ -65,9 +65,4 @@ class Recording:
     def write_wav(self, path: Path, end: float) -> None:
         """The recording up to the end of the call at ``end``: the phone plays nothing after it."""
         self.clear(end)
-        samples = self.stereo()
-        with wave.open(str(path), "wb") as wav:
-            wav.setnchannels(2)
-            wav.setsampwidth(2)
-            wav.setframerate(PHONE_RATE)
-            wav.writeframes(samples.astype("<i2").tobytes())
+        write_stereo_wav(path, self.stereo())

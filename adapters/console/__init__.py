@@ -5,7 +5,8 @@ few pages and a read-only API added under ``/console``. The page plays the
 part of Vobiz over the same media protocol, so what the developer hears is
 what a caller would hear through the real server path. Everything under
 ``/console`` answers only this machine's browser, or a request carrying the
-console token (see :mod:`adapters.console.access`).
+console token (see :mod:`adapters.console.access`). :mod:`adapters.app.console_serving`
+serves it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +98,22 @@ def install(app: Any, token: str | None = None) -> ConsoleCalls:
         reason = access.refusal(request.remote_addr, request.headers, request.args, token)
         return _refused(reason) if reason else None
 
+    _add_pages(bp)
+    _add_call_api(bp, board, calls)
+    _add_log_api(bp, board)
+    _add_feed(bp, calls, token)
+    app.register_blueprint(bp)
+
+    @app.get("/")
+    async def root() -> Any:
+        return redirect("/console/")
+
+    return calls
+
+
+def _add_pages(bp: Blueprint) -> None:
+    """The pages, their scripts and styles, and the state chart they draw."""
+
     @bp.get("/")
     async def index() -> Response:
         return await send_from_directory(STATIC, "index.html")
@@ -119,6 +134,10 @@ def install(app: Any, token: str | None = None) -> ConsoleCalls:
     async def machine() -> Response:
         return Response(svg(), content_type="image/svg+xml")
 
+
+def _add_call_api(bp: Blueprint, board: Any, calls: ConsoleCalls) -> None:
+    """The page's own calls: a new call's id, and the log it is writing."""
+
     @bp.post("/api/calls")
     async def new_call() -> Response:
         if request.mimetype != "application/json":  # a cross-site form cannot send JSON
@@ -135,6 +154,10 @@ def install(app: Any, token: str | None = None) -> ConsoleCalls:
         name = next((p.name for p in reversed(paths) if f"_{tag}" in p.stem), None)
         body = {"call_id": call_id, "live": live is not None, "log": name}
         return Response(json.dumps(body), content_type="application/json")
+
+
+def _add_log_api(bp: Blueprint, board: Any) -> None:
+    """The log folder, read only: the list, one call's view, its recording."""
 
     @bp.get("/api/logs")
     async def logs() -> Response:
@@ -162,6 +185,10 @@ def install(app: Any, token: str | None = None) -> ConsoleCalls:
         wav = recording_path(path)
         return await send_from_directory(wav.parent, wav.name, mimetype="audio/wav")
 
+
+def _add_feed(bp: Blueprint, calls: ConsoleCalls, token: str | None) -> None:
+    """A console call's records as they are written, over a WebSocket."""
+
     @bp.websocket("/api/feed")
     async def feed() -> None:
         reason = access.refusal(
@@ -183,70 +210,3 @@ def install(app: Any, token: str | None = None) -> ConsoleCalls:
             async for record in channel:
                 await websocket.send(json.dumps(record))
         await websocket.close(1000)
-
-    app.register_blueprint(bp)
-
-    @app.get("/")
-    async def root() -> Any:
-        return redirect("/console/")
-
-    return calls
-
-
-async def console_main(args: Any) -> int:
-    """Serve the console on loopback until interrupted; print (and maybe open) its address."""
-    import signal
-
-    from adapters.app.serving import ConfigError, build_app, serve_app
-    from adapters.app.settings import ServerSettings
-
-    overrides: dict[str, Any] = {}
-    if args.offline:
-        overrides |= {
-            "stt_provider": "offline",
-            "llm_provider": "scripted",
-            "tts_provider": "offline",
-        }
-    try:
-        # The page is the phone company here: no Vobiz account, no signatures, one format.
-        settings = ServerSettings.from_env(
-            host="127.0.0.1",
-            port=args.port,
-            validate_signatures=False,
-            vobiz_auth_id=None,
-            vobiz_auth_token=None,
-            vobiz_parent_auth_token=None,
-            media_format="audio/x-mulaw;rate=8000",
-            stream_retries=0,
-            record_audio=not args.no_record,
-            **overrides,
-        )
-        app = build_app(settings)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    install(app, token=args.token or os.environ.get("CONSOLE_TOKEN") or None)
-    shutdown = trio.Event()
-    try:
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                lambda task_status: serve_app(
-                    app, "127.0.0.1", args.port, shutdown=shutdown, task_status=task_status
-                )
-            )
-            base = binds[0].replace("0.0.0.0", "127.0.0.1")
-            app.switchboard.settings = app.switchboard.settings.with_values(public_url=base)
-            url = f"{base}/console/"
-            print(f"console: {url}", flush=True)
-            print(f"call logs: {settings.call_log_dir.resolve()}", flush=True)
-            if args.open:
-                await trio.to_thread.run_sync(webbrowser.open, url)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    shutdown.set()
-                    break
-    except* OSError as group:
-        first = group.exceptions[0]
-        raise ConfigError(
-            f"cannot serve on 127.0.0.1:{args.port} ({first}); choose another port with --port"
-        ) from None
-    return 0

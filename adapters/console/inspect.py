@@ -1,11 +1,11 @@
 """The call inspector: one call log drawn as a timeline, in a page that needs no server.
 
-:func:`call_view` reads the log's records into what the page draws (state
-bands, the caller's and the agent's lanes, barge-ins and clears, latency per
-turn, notes and provider errors); ``static/inspector.js`` draws it. The
-console serves the same view for its call list, and ``voice-agent inspect
-LOG`` writes it into one self-contained HTML file, so a log mailed by a
-colleague opens in any browser, offline.
+:func:`~adapters.console.callview.call_view` reads the log's records into what
+the page draws (state bands, the caller's and the agent's lanes, barge-ins and
+clears, latency per turn, notes and provider errors); ``static/inspector.js``
+draws it. The console serves the same view for its call list, and
+``voice-agent inspect LOG`` writes it into one self-contained HTML file, so a
+log mailed by a colleague opens in any browser, offline.
 
 A call recorded with audio has a stereo WAV beside its log (caller left,
 agent right: ``RECORD_AUDIO=true`` on the server, and the demo's WAV): the
@@ -27,19 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from adapters.console.statechart import state_ids
-from adapters.media.audio import PHONE_RATE
+from adapters.console.callview import call_view
 from engine.calllog import LogError, read_log, split_log
-from engine.latency import turn_latencies
 
 STATIC = Path(__file__).parent / "static"
 #: Waveform columns per second of audio.
 PEAKS_PER_SECOND = 50
 #: The largest recording put into a page (a stereo 8 kHz WAV: about 16 minutes).
 MAX_EMBEDDED_AUDIO = 64 * 1024 * 1024
-#: Notes that report something going wrong (the rest are the runner's bookkeeping).
-ERROR_NOTES = {"protocol_error", "stt_failed", "vad_failed", "transfer_unavailable"}
-ERROR_EVENTS = {"LlmFailed", "TtsFailed", "SttLost"}
 
 
 def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -49,188 +44,6 @@ def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not records:
         raise LogError(1, "empty log")
     return records
-
-
-def _detail(record: dict[str, Any], skip: tuple[str, ...]) -> str:
-    return ", ".join(
-        f"{k}={v}" for k, v in record.items() if k not in skip and not isinstance(v, dict | list)
-    )
-
-
-def call_view(records: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    """What the inspector draws, from a log's ``(line, record)`` pairs."""
-    header = records[0][1]
-    body = [r for _, r in records[1:]]
-    footer = next((r for r in reversed(body) if r["kind"] == "footer"), None)
-    end = max((r.get("t", 0.0) for r in body), default=0.0)
-    if footer is not None and isinstance(footer.get("duration"), int | float):
-        end = max(end, float(footer["duration"]))
-
-    known = state_ids()
-    bands: list[dict[str, Any]] = []
-    state, since = known[0], 0.0
-    caller: list[dict[str, Any]] = []
-    speech: list[dict[str, Any]] = []
-    open_speech: dict[str, float] = {}
-    sentences: dict[tuple[int, int], dict[str, Any]] = {}
-    awaiting_ack: list[dict[str, Any]] = []
-    marks: list[dict[str, Any]] = []
-    barge_ins: list[dict[str, Any]] = []
-    notes: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    dropped = 0
-    last_event: dict[str, Any] | None = None
-    last_speech_start: float | None = None
-    playout_end = 0.0
-
-    for line, r in records[1:]:
-        kind, t = r["kind"], r.get("t", 0.0)
-        if kind == "event":
-            last_event = r
-            name = r["event"]
-            if name == "CallerSpeechStarted":
-                last_speech_start = r["at"]
-                open_speech.setdefault(r.get("source", "vad"), r["at"])
-            elif name == "CallerSpeechStopped":
-                started = open_speech.pop(r.get("source", "vad"), None)
-                if started is not None:
-                    speech.append({"start": started, "end": r["at"], "source": r.get("source")})
-            elif name == "Transcript" and r.get("is_final") and r.get("text", "").strip():
-                start = last_speech_start if last_speech_start is not None else t
-                start = start if t - start < 15 else t
-                caller.append({"start": start, "t": t, "text": r["text"], "kind": "words"})
-            elif name == "DtmfPressed":
-                caller.append({"start": t, "t": t, "text": f"[{r['digit']}]", "kind": "dtmf"})
-            elif name == "AudioPlayed":
-                turn, _, seq = str(r["name"]).partition(".")
-                if turn.isdigit() and seq.isdigit():
-                    sentence = sentences.get((int(turn), int(seq)))
-                    if sentence is not None and sentence["heard"] is None:
-                        sentence["heard"] = t
-                        if sentence in awaiting_ack:
-                            awaiting_ack.remove(sentence)
-            elif name == "TimerFired" and r.get("name") == "playout" and awaiting_ack:
-                awaiting_ack.pop(0)["heard"] = t  # the fallback: taken as heard
-            if name in ERROR_EVENTS:
-                what = name + (f" utterance {r['utterance']}" if "utterance" in r else "")
-                errors.append({"t": t, "line": line, "what": what, "detail": r.get("reason", "")})
-        elif kind == "transition":
-            if r["from"] != state:  # a log cut or edited by hand: follow what it says
-                state = r["from"]
-            bands.append({"state": state, "start": since, "end": t})
-            state, since = r["to"], t
-        elif kind == "command":
-            name = r["command"]
-            if name == "Synthesize":
-                sentence = {
-                    "utterance": r["utterance"],
-                    "seq": r["seq"],
-                    "text": r["text"],
-                    "asked": t,
-                    "start": None,
-                    "heard": None,
-                    "cut": None,
-                    "played_until": None,
-                }
-                sentences[(r["utterance"], r["seq"])] = sentence
-            elif name == "PlayAudio":
-                # Audio is sent ahead of the phone's playout: lay it the way the phone plays it.
-                begins = max(t, playout_end)
-                playout_end = begins + r["audio"]["bytes"] / PHONE_RATE
-                sentence = sentences.get((r["utterance"], r["seq"]))
-                if sentence is not None:
-                    if sentence["start"] is None:
-                        sentence["start"] = begins
-                    sentence["played_until"] = playout_end
-            elif name == "Checkpoint":
-                turn, _, seq = str(r["name"]).partition(".")
-                if turn.isdigit() and seq.isdigit():
-                    sentence = sentences.get((int(turn), int(seq)))
-                    if sentence is not None:
-                        awaiting_ack.append(sentence)
-            elif name == "ClearAudio":
-                for sentence in sentences.values():
-                    if sentence["start"] is None or sentence["heard"] is not None:
-                        continue
-                    if sentence["start"] >= t:  # sent, but dropped before a sample played
-                        sentence["start"] = None
-                    elif sentence["played_until"] > t:
-                        sentence["cut"] = t
-                playout_end = min(playout_end, t)
-                awaiting_ack.clear()
-                began = t
-                trigger = (last_event or {}).get("event", "")
-                if trigger == "CallerSpeechStarted":
-                    began = last_event["at"]  # type: ignore[index]
-                elif last_speech_start is not None and t - last_speech_start < 10:
-                    began = last_speech_start
-                marks.append({"t": t, "kind": "clear", "label": "clearAudio"})
-                barge_in = trigger in ("CallerSpeechStarted", "Transcript", "DtmfPressed") or (
-                    trigger == "TimerFired" and (last_event or {}).get("name") == "barge_in"
-                )
-                if barge_in:
-                    marks.append({"t": began, "kind": "barge_in", "label": "barge-in"})
-                    barge_ins.append(
-                        {"speech_at": began, "clear_at": t, "latency": round(t - began, 4)}
-                    )
-            elif name in ("Hangup", "Transfer"):
-                label = f"{name} {r.get('reason') or r.get('to') or ''}".strip()
-                marks.append({"t": t, "kind": name.lower(), "label": label})
-        elif kind == "dropped":
-            dropped += 1
-        elif kind == "note":
-            detail = _detail(r, ("kind", "t", "what"))
-            entry = {"t": t, "line": line, "what": r.get("what", "?"), "detail": detail}
-            failed = r.get("ok") is False or r.get("what") in ERROR_NOTES
-            (errors if failed else notes).append(entry)
-    bands.append({"state": state, "start": since, "end": max(end, since)})
-    for started in open_speech.values():
-        speech.append({"start": started, "end": end, "source": None})
-
-    agent = []
-    for sentence in sentences.values():
-        start = sentence["start"]
-        stop = sentence["cut"] or sentence["heard"] or sentence["played_until"]
-        if start is not None and start >= end and sentence["heard"] is None:
-            start = None  # queued for a phone that had hung up
-        elif start is not None and stop is not None:
-            stop = max(stop, start)
-            if stop > end and sentence["heard"] is None:
-                stop, sentence["cut"] = end, end  # the call ended mid-sentence
-        agent.append(
-            {
-                "utterance": sentence["utterance"],
-                "seq": sentence["seq"],
-                "text": sentence["text"],
-                "asked": sentence["asked"],
-                "start": start,
-                "end": stop if start is not None and stop is not None else None,
-                "heard": sentence["heard"] is not None,
-                "cut": sentence["cut"] is not None and sentence["heard"] is None,
-                "played": start is not None,
-            }
-        )
-    return {
-        "call": {
-            k: header.get(k)
-            for k in ("call_id", "caller", "callee", "started_at", "providers", "record_audio")
-        },
-        "duration": round(end, 6),
-        "finished": footer is not None,
-        "end_reason": (footer or {}).get("reason"),
-        "states": known + sorted({b["state"] for b in bands} - set(known)),
-        "bands": bands,
-        "caller": caller,
-        "speech": speech,
-        "agent": agent,
-        "marks": sorted(marks, key=lambda m: m["t"]),
-        "turns": [lat.as_dict() for lat in turn_latencies(r for _, r in records)],
-        "barge_ins": barge_ins,
-        "notes": notes,
-        "errors": errors,
-        "dropped": dropped,
-        "audio": None,
-    }
 
 
 def recording_path(log: Path) -> Path:

@@ -39,25 +39,22 @@ intent's score: "tomorrow at seven" is an answer about time even though
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from adapters.offline.understanding import SLOT_NAMES, known_slots, phrase_in, words
 from adapters.providers.interfaces import ProviderLink
 from engine.commands import Message
 from engine.events import LlmDone, LlmText, LlmToolCall
 
 BUILTIN_SCRIPT = Path(__file__).with_name("agents") / "restaurant.toml"
-SLOT_NAMES = ("party", "day", "time")
-FUZZY_RATIO = 0.8
-FUZZY_MIN_LENGTH = 4
 
 
 class ScriptError(ValueError):
@@ -115,74 +112,87 @@ def load_script(path: str | Path | None = None) -> Script:
 
 def parse_script(data: Mapping[str, Any], source: str = "<script>") -> Script:
     """Check a decoded script so mistakes show at start-up, not mid-call."""
-
-    def fail(why: str) -> ScriptError:
-        return ScriptError(f"{source}: {why}")
-
-    def text(table: Mapping[str, Any], key: str, where: str) -> str:
-        value = table.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise fail(f"{where}: '{key}' must be a non-empty string")
-        return value.strip()
-
-    greeting = text(data, "greeting", "top level")
-    fallback = text(data, "fallback", "top level")
+    check = _Checker(source)
+    greeting = check.text(data, "greeting", "top level")
+    fallback = check.text(data, "fallback", "top level")
     for key, value in (("greeting", greeting), ("fallback", fallback)):
         if placeholders(value):
-            raise fail(f"top level: '{key}' cannot use placeholders")
+            raise check.fail(f"top level: '{key}' cannot use placeholders")
     raw_intents = data.get("intents", [])
     if not isinstance(raw_intents, list) or not all(isinstance(i, dict) for i in raw_intents):
-        raise fail("'intents' must be an array of tables ([[intents]])")
-    intents = []
-    for n, raw in enumerate(raw_intents, start=1):
-        where = f"intent {raw.get('name', n)!r}"
-        name = text(raw, "name", f"intent {n}")
-        keywords = raw.get("keywords")
-        if (
-            not isinstance(keywords, list)
-            or not keywords
-            or not all(isinstance(k, str) and words(k) for k in keywords)
-        ):
-            raise fail(f"{where}: 'keywords' must be a non-empty list of words or phrases")
-        reply = raw.get("reply")
-        replies = [reply] if isinstance(reply, str) else reply
-        if (
-            not isinstance(replies, list)
-            or not replies
-            or not all(isinstance(r, str) and r.strip() for r in replies)
-        ):
-            raise fail(f"{where}: 'reply' must be a string or a non-empty list of strings")
-        for r in replies:
-            unknown = placeholders(r) - set(SLOT_NAMES)
-            if unknown:
-                raise fail(
-                    f"{where}: unknown placeholder(s) {sorted(unknown)} in {r!r};"
-                    f" known: {list(SLOT_NAMES)}"
-                )
-        if placeholders(replies[-1]):
-            raise fail(f"{where}: the last reply variant must use no placeholder")
-        slots = raw.get("slots", [])
-        if not isinstance(slots, list) or not set(slots) <= set(SLOT_NAMES):
-            raise fail(f"{where}: 'slots' must be a list drawn from {list(SLOT_NAMES)}")
-        end_call = raw.get("end_call", False)
-        if not isinstance(end_call, bool):
-            raise fail(f"{where}: 'end_call' must be true or false")
-        intents.append(
-            Intent(
-                name=name,
-                keywords=tuple(k.strip() for k in keywords),
-                replies=tuple(r.strip() for r in replies),
-                slots=tuple(slots),
-                end_call=end_call,
-            )
-        )
+        raise check.fail("'intents' must be an array of tables ([[intents]])")
+    intents = tuple(_intent(check, raw, n) for n, raw in enumerate(raw_intents, start=1))
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str):
-        raise fail("top level: 'name' must be a string")
+        raise check.fail("top level: 'name' must be a string")
     phrases = data.get("hints", [])
     if not isinstance(phrases, list) or not all(isinstance(h, str) and words(h) for h in phrases):
-        raise fail("top level: 'hints' must be a list of phrases")
-    return Script(name, greeting, fallback, tuple(intents), source, tuple(phrases))
+        raise check.fail("top level: 'hints' must be a list of phrases")
+    return Script(name, greeting, fallback, intents, source, tuple(phrases))
+
+
+@attrs.frozen
+class _Checker:
+    """Reports a script's mistakes, each with the file it is in."""
+
+    source: str
+
+    def fail(self, why: str) -> ScriptError:
+        return ScriptError(f"{self.source}: {why}")
+
+    def text(self, table: Mapping[str, Any], key: str, where: str) -> str:
+        value = table.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(f"{where}: '{key}' must be a non-empty string")
+        return value.strip()
+
+
+def _intent(check: _Checker, raw: Mapping[str, Any], n: int) -> Intent:
+    """The ``n``-th ``[[intents]]`` table, checked."""
+    where = f"intent {raw.get('name', n)!r}"
+    name = check.text(raw, "name", f"intent {n}")
+    keywords = raw.get("keywords")
+    if (
+        not isinstance(keywords, list)
+        or not keywords
+        or not all(isinstance(k, str) and words(k) for k in keywords)
+    ):
+        raise check.fail(f"{where}: 'keywords' must be a non-empty list of words or phrases")
+    replies = _replies(check, raw.get("reply"), where)
+    slots = raw.get("slots", [])
+    if not isinstance(slots, list) or not set(slots) <= set(SLOT_NAMES):
+        raise check.fail(f"{where}: 'slots' must be a list drawn from {list(SLOT_NAMES)}")
+    end_call = raw.get("end_call", False)
+    if not isinstance(end_call, bool):
+        raise check.fail(f"{where}: 'end_call' must be true or false")
+    return Intent(
+        name=name,
+        keywords=tuple(k.strip() for k in keywords),
+        replies=tuple(r.strip() for r in replies),
+        slots=tuple(slots),
+        end_call=end_call,
+    )
+
+
+def _replies(check: _Checker, reply: Any, where: str) -> list[str]:
+    """An intent's reply variants: known placeholders only, and a last variant with none."""
+    replies = [reply] if isinstance(reply, str) else reply
+    if (
+        not isinstance(replies, list)
+        or not replies
+        or not all(isinstance(r, str) and r.strip() for r in replies)
+    ):
+        raise check.fail(f"{where}: 'reply' must be a string or a non-empty list of strings")
+    for r in replies:
+        unknown = placeholders(r) - set(SLOT_NAMES)
+        if unknown:
+            raise check.fail(
+                f"{where}: unknown placeholder(s) {sorted(unknown)} in {r!r};"
+                f" known: {list(SLOT_NAMES)}"
+            )
+    if placeholders(replies[-1]):
+        raise check.fail(f"{where}: the last reply variant must use no placeholder")
+    return replies
 
 
 def placeholders(template: str) -> set[str]:
@@ -191,112 +201,6 @@ def placeholders(template: str) -> set[str]:
         return {field for _, field, _, _ in string.Formatter().parse(template) if field}
     except ValueError:
         return {template}  # unbalanced braces: reported as an unknown placeholder
-
-
-# --- understanding ---------------------------------------------------------
-
-
-def words(text: str) -> list[str]:
-    """Lowercase words without punctuation; "that's" and "thats" are the same word."""
-    text = text.lower().replace("'", "").replace("\u2019", "")
-    return re.findall(r"[a-z0-9]+", text)
-
-
-def word_matches(heard: str, keyword: str) -> bool:
-    """Equal, or close enough for a recognizer's slip on a longer word."""
-    if heard == keyword:
-        return True
-    if min(len(heard), len(keyword)) < FUZZY_MIN_LENGTH:
-        return False  # "to"/"two", "for"/"four" would match everywhere
-    return difflib.SequenceMatcher(None, heard, keyword).ratio() >= FUZZY_RATIO
-
-
-def phrase_in(heard: list[str], keyword: str) -> bool:
-    """Whether the keyword's words appear in a row among the heard words."""
-    want = words(keyword)
-    return any(
-        all(word_matches(h, w) for h, w in zip(heard[i : i + len(want)], want, strict=True))
-        for i in range(len(heard) - len(want) + 1)
-    )
-
-
-NUMBERS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
-}  # fmt: skip
-NUMBER_WORDS = {n: w for w, n in NUMBERS.items()}
-# What an offline recognizer writes for a number word said on its own.
-SOUNDALIKES = {"won": 1, "to": 2, "too": 2, "for": 4, "fore": 4, "ate": 8}
-PEOPLE = {"people", "persons", "person", "guests", "adults", "of"}
-TIME_TAIL = {"fifteen", "thirty", "forty", "am", "pm", "oclock"}
-SPOKEN_TAIL = {"am": "a.m.", "pm": "p.m.", "oclock": "o'clock"}
-DAYS = {"today": "today", "tonight": "tonight", "tomorrow": "tomorrow"}
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-def number(word: str, soundalike: bool = False) -> int | None:
-    """A number word or digits, optionally allowing words that sound like one."""
-    if word.isdigit():
-        return int(word)
-    if word in NUMBERS:
-        return NUMBERS[word]
-    return SOUNDALIKES.get(word) if soundalike else None
-
-
-def time_tail(heard: list[str], start: int) -> list[str]:
-    """The words that finish a time: "thirty", "forty five", "p.m.", "o'clock"."""
-    tail: list[str] = []
-    for w in heard[start : start + 3]:
-        minutes = w in TIME_TAIL or (w.isdigit() and len(w) == 2)
-        if not (minutes or (w == "five" and tail[-1:] == ["forty"])):
-            break
-        tail.append(w)
-    return tail
-
-
-def slots_in(text: str, asked_how_many: bool = False) -> dict[str, str]:
-    """The slots one utterance fills, as they should be spoken back."""
-    heard = words(text)
-    found: dict[str, str] = {}
-    i = 0
-    while i < len(heard):
-        w = heard[i]
-        after = heard[i + 1] if i + 1 < len(heard) else ""
-        before = heard[i - 1] if i > 0 else ""
-        i += 1
-        if w in DAYS:
-            found["day"] = DAYS[w]
-        elif w in WEEKDAYS:
-            found["day"] = f"on {w.capitalize()}"
-        n = number(w, soundalike=after in PEOPLE)
-        if n is None:
-            continue
-        tail = time_tail(heard, i)
-        if before == "at" or tail:
-            found["time"] = " ".join([w, *(SPOKEN_TAIL.get(t, t) for t in tail)])
-            i += len(tail)
-        elif 0 < n <= 20 and (after in PEOPLE or before == "for" or asked_how_many):
-            found["party"] = NUMBER_WORDS.get(n, str(n))
-    return found
-
-
-def known_slots(messages: Iterable[Message]) -> tuple[dict[str, str], dict[str, str]]:
-    """Slots from the whole call, and those the caller's last words filled.
-
-    A bare number is a party size only when the agent had just asked how
-    many: that context lives in the messages, not in the brain.
-    """
-    everything: dict[str, str] = {}
-    last: dict[str, str] = {}
-    asked = False
-    for m in messages:
-        if m.role == "assistant":
-            asked = "how many" in m.content.lower()
-        elif m.role == "user":
-            last = slots_in(m.content, asked_how_many=asked)
-            everything.update(last)
-            asked = False
-    return everything, last
 
 
 def choose(script: Script, messages: tuple[Message, ...]) -> tuple[Intent | None, str]:

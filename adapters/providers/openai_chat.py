@@ -190,6 +190,48 @@ class OpenAIChat:
     async def _stream_round(
         self, utterance: int, history: list[dict[str, Any]], link: ProviderLink, allow_tools: bool
     ) -> _Round:
+        body = self._request(history, allow_tools)
+        started = link.now()
+        first: float | None = None
+        result = _Round()
+        # The client's own post, not chat.completions.create: the resource method first runs
+        # the request through the SDK's type-driven transform, CPU spent on every request
+        # (docs/load.md) that changes nothing in a body of plain JSON types.
+        # Same retries, errors and chunk objects.
+        stream = await self._client.get().post(
+            "/chat/completions",
+            body=body,
+            cast_to=ChatCompletion,
+            stream=True,
+            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    result.usage = chunk.usage
+                for choice in chunk.choices or ():
+                    delta = choice.delta
+                    if delta is None:  # compatible servers are not always complete
+                        continue
+                    if first is None and (delta.content or delta.tool_calls):
+                        first = link.now() - started
+                    if delta.content:
+                        result.text.append(delta.content)
+                        await link.emit(LlmText(utterance, delta.content))
+                    for fragment in delta.tool_calls or ():
+                        result.add_tool_fragment(fragment)
+        usage = result.usage
+        link.log.info(
+            "llm utterance %d: first token %s s, %s prompt + %s completion tokens",
+            utterance,
+            "-" if first is None else f"{first:.3f}",
+            getattr(usage, "prompt_tokens", "?"),
+            getattr(usage, "completion_tokens", "?"),
+        )
+        return result
+
+    def _request(self, history: list[dict[str, Any]], allow_tools: bool) -> dict[str, Any]:
+        """The body of one streamed completion; ``allow_tools=False`` asks for text only."""
         s = self.settings
         request: dict[str, Any] = {
             "model": s.model,
@@ -204,46 +246,7 @@ class OpenAIChat:
             request["temperature"] = s.temperature
         if s.max_completion_tokens is not None:
             request["max_completion_tokens"] = s.max_completion_tokens
-        started = link.now()
-        first: float | None = None
-        result = _Round()
-        # The client's own post, not chat.completions.create: the resource method first runs
-        # the request through the SDK's type-driven transform, CPU spent on every request
-        # (docs/load.md) that changes nothing in a body of plain JSON types.
-        # Same retries, errors and chunk objects.
-        stream = await self._client.get().post(
-            "/chat/completions",
-            body=request,
-            cast_to=ChatCompletion,
-            stream=True,
-            stream_cls=openai.AsyncStream[ChatCompletionChunk],
-        )
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    result.usage = chunk.usage
-                for choice in chunk.choices or ():
-                    delta = choice.delta
-                    if delta is None:  # compatible servers are not always complete
-                        continue
-                    if delta.content:
-                        if first is None:
-                            first = link.now() - started
-                        result.text.append(delta.content)
-                        await link.emit(LlmText(utterance, delta.content))
-                    for fragment in delta.tool_calls or ():
-                        if first is None:
-                            first = link.now() - started
-                        result.add_tool_fragment(fragment)
-        usage = result.usage
-        link.log.info(
-            "llm utterance %d: first token %s s, %s prompt + %s completion tokens",
-            utterance,
-            "-" if first is None else f"{first:.3f}",
-            getattr(usage, "prompt_tokens", "?"),
-            getattr(usage, "completion_tokens", "?"),
-        )
-        return result
+        return request
 
     async def _run_tools(
         self,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 from trio_websocket import (
     ConnectionTimeout,
@@ -37,27 +38,8 @@ async def open_client(
     ``open_websocket_url``: ``ConnectionRejected`` for a refused handshake,
     ``HandshakeError`` for network trouble, ``ConnectionTimeout``.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"not a WebSocket URL: {url!r}")
-    secure = parts.scheme == "wss"
-    host = parts.hostname or ""
-    port = parts.port or (443 if secure else 80)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = host if port in (80, 443) else f"{host}:{port}"
-    try:
-        with trio.fail_after(connect_timeout):
-            if secure:
-                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-                stream = await trio.open_ssl_over_tcp_stream(
-                    host, port, ssl_context=ssl.create_default_context(), https_compatible=True
-                )
-            else:
-                stream = await trio.open_tcp_stream(host, port)
-    except trio.TooSlowError:
-        raise ConnectionTimeout from None
-    except OSError as exc:
-        raise HandshakeError(f"cannot reach {host_header}: {exc}") from exc
+    target = _Target.of(url)
+    stream = await _connect(target, connect_timeout)
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -65,8 +47,8 @@ async def open_client(
                     ws = await wrap_client_stream(
                         nursery,
                         stream,
-                        host_header,
-                        resource,
+                        target.host_header,
+                        target.resource,
                         extra_headers=list(headers),
                     )
             except trio.TooSlowError:
@@ -83,6 +65,49 @@ async def open_client(
         raise _sole_error(group) from None
     finally:
         await trio.aclose_forcefully(stream)
+
+
+@attrs.frozen
+class _Target:
+    """Where a ``ws://`` or ``wss://`` URL points: the TCP address, and what the handshake names."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str  # the path and query
+    host_header: str
+
+    @classmethod
+    def of(cls, url: str) -> _Target:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"not a WebSocket URL: {url!r}")
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = host if port in (80, 443) else f"{host}:{port}"
+        return cls(secure, host, port, resource, host_header)
+
+
+async def _connect(
+    target: _Target, connect_timeout: float
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """The TCP (or TLS) stream to ``target``; errors as ``open_websocket_url`` raises them."""
+    try:
+        with trio.fail_after(connect_timeout):
+            if target.secure:
+                return await trio.open_ssl_over_tcp_stream(
+                    target.host,
+                    target.port,
+                    ssl_context=ssl.create_default_context(),
+                    https_compatible=True,
+                )
+            return await trio.open_tcp_stream(target.host, target.port)
+    except trio.TooSlowError:
+        raise ConnectionTimeout from None
+    except OSError as exc:
+        raise HandshakeError(f"cannot reach {target.host_header}: {exc}") from exc
 
 
 def _sole_error(group: BaseExceptionGroup) -> BaseException:
