@@ -48,14 +48,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from adapters.simulator.caller import (
-    QUIET_BEFORE_SPEAKING,
-    STALE_WINDOW,
-    CallerScript,
-    Turn,
-    start_event,
-    stream_url,
-)
+from adapters.simulator.script import QUIET_BEFORE_SPEAKING, STALE_WINDOW, CallerScript, Turn
+from adapters.simulator.wire import start_event, stream_url
 
 RATE = 8000
 FRAME_SECONDS = 0.02

@@ -288,7 +288,7 @@ def loud(text: str) -> bytes:
 
 def caller_script(seconds: float):
     """Two turns, a barge-in half a second into the third reply, one more turn, then hang up."""
-    from adapters.simulator.caller import CallerLine, CallerScript
+    from adapters.simulator.script import CallerLine, CallerScript
 
     return CallerScript(
         lines=(

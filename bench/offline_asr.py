@@ -46,7 +46,7 @@ from adapters.offline.scripted import BUILTIN_SCRIPT, load_script
 from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT
 from adapters.offline.understanding import known_slots, slots_in, words
 from adapters.providers.interfaces import ProviderLink
-from adapters.simulator.caller import CALLER_VOICE
+from adapters.simulator.script import CALLER_VOICE
 from engine.calllog import read_log
 from engine.commands import Message
 from engine.events import CallerSpeechStarted, Transcript

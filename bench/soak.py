@@ -31,7 +31,7 @@ import httpx
 import trio
 
 from adapters.providers.wsclient import open_client
-from adapters.simulator.caller import start_event, stream_url
+from adapters.simulator.wire import start_event, stream_url
 
 FRAME = json.dumps(
     {"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}

@@ -30,7 +30,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from adapters.app.settings import ServerSettings
 from adapters.providers.interfaces import Providers
 from adapters.providers.wsclient import open_client
-from adapters.simulator.caller import stream_url
+from adapters.simulator.wire import stream_url
 from engine.config import AgentConfig
 from engine.replay import replay
 

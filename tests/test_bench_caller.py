@@ -19,7 +19,7 @@ from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
 from adapters.providers.interfaces import Providers
 from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
-from adapters.simulator.caller import CallerLine, CallerScript
+from adapters.simulator.script import CallerLine, CallerScript
 from adapters.vobiz import outbound
 from bench.caller import client_text_frame, played_seconds, run_calls
 from engine.config import AgentConfig

@@ -14,7 +14,8 @@ from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
 from adapters.providers.interfaces import Providers
 from adapters.providers.openai_chat import ChatSettings, OpenAIChat
 from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
-from adapters.simulator.caller import CallerLine, CallerScript, simulate
+from adapters.simulator.caller import simulate
+from adapters.simulator.script import CallerLine, CallerScript
 from engine.config import AgentConfig
 from engine.replay import replay
 from fixtures.fake_deepgram import run_fake_deepgram

@@ -27,7 +27,8 @@ from adapters.console.statechart import changes, state_ids, svg
 from adapters.media.audio import ulaw_encode
 from adapters.providers.interfaces import Providers
 from adapters.providers.wsclient import open_client
-from adapters.simulator.caller import CallerLine, CallerScript, simulate
+from adapters.simulator.caller import simulate
+from adapters.simulator.script import CallerLine, CallerScript
 from engine.calllog import read_log, split_log
 from engine.config import AgentConfig
 

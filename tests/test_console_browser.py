@@ -43,7 +43,7 @@ GOLDEN = sorted(Path("fixtures/calls").glob("*.jsonl"))
 def _phrase_wav(path: Path) -> Path:
     """The caller's phrase (the simulated caller's espeak voice) as a 48 kHz WAV."""
     from adapters.offline.espeak import Espeak
-    from adapters.simulator.caller import CALLER_VOICE
+    from adapters.simulator.script import CALLER_VOICE
 
     pcm, rate = Espeak(voice=CALLER_VOICE).synthesize(PHRASE)
     quiet = np.zeros(48000 // 5, np.int16)

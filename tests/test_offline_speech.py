@@ -21,7 +21,7 @@ from adapters.offline.scripted import load_script
 from adapters.offline.sphinx import SphinxRecognizer, SphinxSTT, phone_line_variants
 from adapters.offline.understanding import known_slots, slots_in
 from adapters.providers.interfaces import ProviderLink
-from adapters.simulator.caller import CALLER_VOICE
+from adapters.simulator.script import CALLER_VOICE
 from engine.commands import Message
 from engine.events import (
     CallerSpeechStarted,

@@ -22,7 +22,9 @@ from adapters.app.settings import ServerSettings
 from adapters.call.runner import STT_BUFFER_FRAMES
 from adapters.providers.interfaces import Providers
 from adapters.providers.wsclient import open_client
-from adapters.simulator.caller import CallerLine, CallerScript, simulate, stream_url
+from adapters.simulator.caller import simulate
+from adapters.simulator.script import CallerLine, CallerScript
+from adapters.simulator.wire import stream_url
 from engine import events as ev
 from engine.config import AgentConfig
 from engine.replay import replay

@@ -16,16 +16,9 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from rich.console import Console
 
-from adapters.simulator.caller import (
-    CallerLine,
-    CallerScript,
-    default_speak,
-    heard_part,
-    print_entry,
-    print_report,
-    simulate,
-    stream_url,
-)
+from adapters.simulator.caller import default_speak, print_entry, print_report, simulate
+from adapters.simulator.script import CallerLine, CallerScript, heard_part
+from adapters.simulator.wire import stream_url
 from adapters.vobiz import outbound
 from adapters.vobiz import xml as vobiz_xml
 

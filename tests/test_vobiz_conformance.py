@@ -27,7 +27,9 @@ from adapters.app.server import create_app
 from adapters.app.settings import ServerSettings
 from adapters.providers.interfaces import Providers
 from adapters.simulator import vobiz_rules
-from adapters.simulator.caller import CallerScript, signed_headers, simulate
+from adapters.simulator.caller import simulate
+from adapters.simulator.script import CallerScript
+from adapters.simulator.wire import signed_headers
 from engine.config import AgentConfig
 from engine.replay import replay
 

@@ -16,13 +16,8 @@ from typing import Any
 import trio
 from rich.console import Console
 
-from adapters.simulator.caller import (
-    CallerLine,
-    CallerScript,
-    print_entry,
-    print_report,
-    simulate,
-)
+from adapters.simulator.caller import print_entry, print_report, simulate
+from adapters.simulator.script import CallerLine, CallerScript
 
 #: The demo caller books a table, asks for the opening hours and cuts the long
 #: answer short, then finishes the booking; the agent hangs up.
