@@ -232,14 +232,8 @@ class Conversation:
         """The caller's turn is complete: ask the model for the reply."""
         self.drop_speculation()
         self.close_utterance()
-        self._digits_done()
         self.stop_completion()
-        self.cancel_timer(Timer.IDLE)
-        self.cancel_timer(Timer.DTMF)
-        self.history.add("user", self.caller_text())
-        self.caller_words.clear()
-        self.turn_ready = False
-        self.reprompts = 0
+        self._caller_turn_taken()
         self.last_id += 1
         self.utterance = AgentUtterance(id=self.last_id, kind="reply")
         self.splitter = self.new_splitter()
@@ -286,13 +280,7 @@ class Conversation:
         """The turn ended as foreseen: the held reply is the answer; what is ready plays now."""
         utterance = self.utterance
         assert utterance is not None and utterance.held
-        self._digits_done()
-        self.cancel_timer(Timer.IDLE)
-        self.cancel_timer(Timer.DTMF)
-        self.history.add("user", self.caller_text())
-        self.caller_words.clear()
-        self.turn_ready = False
-        self.reprompts = 0
+        self._caller_turn_taken()
         self.speculated = ""
         utterance.held = False
         for sentence in utterance.sentences:
@@ -303,6 +291,16 @@ class Conversation:
         if self.config.reply_deadline > 0 and self.completion is not None:
             self.start_timer(Timer.REPLY, now + self.config.reply_deadline)
         self.pump(now)
+
+    def _caller_turn_taken(self) -> None:
+        """The caller's words (and keys) become one user message; their silence stops counting."""
+        self._digits_done()
+        self.cancel_timer(Timer.IDLE)
+        self.cancel_timer(Timer.DTMF)
+        self.history.add("user", self.caller_text())
+        self.caller_words.clear()
+        self.turn_ready = False
+        self.reprompts = 0
 
     def hold_reply(self) -> None:
         """The caller kept talking before we said anything: drop the reply, keep their words."""

@@ -1,21 +1,11 @@
 """The simulated phone of one call: it sends the caller's audio and plays the agent's.
 
-It speaks the Vobiz protocol from the platform's side: answer webhook, media
-WebSocket, hang-up webhook. It also plays the phone: agent audio goes into a
-playout queue that drains at real-time rate, so ``playedStream`` arrives when
-the audio would really have been heard, and ``clearAudio`` cuts what was not.
-Everything is timed the way the caller perceives it, which is what makes the
-voice-to-voice and barge-in numbers honest: the server's own logs cannot see
-its playout backlog.
-
-Caller media goes out every 20 ms on an absolute schedule (``sleep_until``),
-and the recording places each sample by its scheduled time, so the stereo WAV
-lines up with the transcript without drift.
-
-The wire carries the agent's audio, not its words. Given ``agent_text`` (a
-lookup from a checkpoint name to the sentence it closes, which a server in
-the same process can answer), the live transcript shows each agent sentence
-when the phone starts playing it, and a clearAudio says where it cut in.
+Agent audio goes into a playout queue that drains at real-time rate, so
+``playedStream`` is sent when the audio would really have been heard and
+``clearAudio`` cuts what was not; caller media goes out every 20 ms on an
+absolute schedule. Each frame the server sends is checked against what Vobiz
+accepts (:mod:`adapters.simulator.vobiz_rules`). After a scripted drop it
+reconnects with a fresh ``start``, as Vobiz's stream retries do.
 """
 
 from __future__ import annotations
