@@ -98,7 +98,7 @@ async def test_a_token_dies_with_its_call_and_answer_mints_no_new_token_for_it(t
         assert len(app.switchboard.finished_logs) == 1  # no second call, no second log
     assert live_again.status_code == ended_again.status_code == 409
     assert "<Stream" not in live_again.text + ended_again.text
-    assert len(list((tmp_path / "calls").iterdir())) == 1
+    assert len(list((tmp_path / "calls").glob("*.jsonl"))) == 1
 
 
 # -- 3. MAX_CALLS counts answered calls too -------------------------------------------------------
@@ -203,7 +203,7 @@ async def test_a_server_killed_mid_call_leaves_a_log_replay_calls_incomplete(tmp
             async with open_client(url) as ws:
                 await ws.send_message(start("killed"))
                 await ws.get_message()  # the greeting is on its way: the call is running
-                (log,) = (tmp_path / "calls").iterdir()
+                (log,) = (tmp_path / "calls").glob("*.jsonl")
                 server.kill()  # SIGKILL: no footer, no flush
                 await server.wait()
         finally:
@@ -303,7 +303,7 @@ async def test_call_ids_that_squash_alike_get_logs_of_their_own(tmp_path):
             async with live_call(app, call_id):
                 pass
         paths = await finished(app, len(ids))
-    assert len(set(paths)) == len(ids) == len(list((tmp_path / "calls").iterdir()))
+    assert len(set(paths)) == len(ids) == len(list((tmp_path / "calls").glob("*.jsonl")))
     heads = {json.loads(p.read_text().split("\n")[0])["call_id"] for p in paths}
     assert heads == set(ids)
 

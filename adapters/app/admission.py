@@ -20,7 +20,7 @@ test; the server asks it, then acts.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -28,6 +28,8 @@ import attrs
 ANSWER_WINDOW = 10.0
 #: Ended call ids remembered (their tokens open nothing; ``/answer`` refuses them).
 ENDED_KEPT = 20_000
+#: Why a socket is refused when this process knows nothing of its call (another may).
+NOT_ANSWERED_HERE = "call not answered here, or its socket came too late"
 
 
 class LiveCall(Protocol):
@@ -56,9 +58,15 @@ class Refused:
 
 @attrs.frozen
 class NewCall:
-    """The first socket of an answered call: start the call."""
+    """The first socket of an answered call: start the call.
+
+    ``lease``: the store's word that no other process runs it. ``prior``: the log
+    of a call another process ran until it was lost; this one carries it on.
+    """
 
     answered: Answered
+    lease: Any = None
+    prior: list[str] | None = None
 
 
 @attrs.frozen
@@ -124,7 +132,18 @@ class CallBook:
             return Refused("call has ended")
         answered = self.answered.pop(call_id, None)
         if answered is None:
-            return Refused("call not answered here, or its socket came too late")
+            return Refused(NOT_ANSWERED_HERE)
+        self.connecting[call_id] = answered
+        return NewCall(answered)
+
+    def adopt(self, call_id: str, caller: str, callee: str, now: float) -> NewCall | Refused:
+        """A call answered by another worker (or one to take over) starts here, room permitting."""
+        self.expire(now)
+        if self.draining:
+            return Refused("draining")
+        if self.held >= self.max_calls:
+            return Refused("full")
+        answered = Answered(caller, callee, now + self.answer_window)
         self.connecting[call_id] = answered
         return NewCall(answered)
 

@@ -89,7 +89,7 @@ def media_socket(board: Switchboard) -> Callable[[Any, Any, Any], Awaitable[None
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if (await receive())["type"] != "websocket.connect":
             return
-        admitted = board.admit_socket((query.get("token") or [None])[0])
+        admitted = await board.admit_socket((query.get("token") or [None])[0])
         if admitted is None:
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
@@ -117,6 +117,8 @@ async def serve_socket(
             board.book.reconnecting.discard(call_id)
     if start is None:
         board.book.release(call_id, trio.current_time())
+        if isinstance(claim, NewCall) and claim.lease is not None:
+            claim.lease.release(ended=False)
         return
     if isinstance(claim, Reconnect):  # Vobiz reconnected a dropped stream: the call goes on
         live = board.live.get(call_id)
@@ -124,7 +126,20 @@ async def serve_socket(
             await live.serve_socket(transport, start)
         return
     answered = claim.answered
-    runner = CallRunner(start, board.options(), answered.caller, answered.callee)
+    try:
+        runner = CallRunner(
+            start,
+            board.options(),
+            answered.caller,
+            answered.callee,
+            prior=claim.prior,
+            lease=claim.lease,
+        )
+    except BaseException:
+        board.book.release(call_id, trio.current_time())
+        if claim.lease is not None:
+            claim.lease.release(ended=False)
+        raise
     board.started(call_id, runner)
     try:
         async with trio.open_nursery() as nursery:
@@ -132,6 +147,8 @@ async def serve_socket(
             await runner.serve_socket(transport)
     finally:
         board.finished(call_id, runner)
+        if claim.lease is not None:  # after the footer: a late reconnect elsewhere finds it over
+            claim.lease.release(ended=runner.record.finished)
 
 
 async def _shielded(runner: CallRunner, task_status: trio.TaskStatus[None]) -> None:

@@ -172,6 +172,9 @@ class ServerSettings(BaseSettings):
     validate_signatures: bool = False
 
     call_log_dir: Path = Path("calls")
+    #: Where the workers of a deployment share call logs, leases and answers: empty for the
+    #: log folder (the processes of one host), or a ``redis://`` URL (several hosts).
+    log_store: str = ""
     record_audio: bool = False
     #: Calls held at once (answered and waiting for their stream, or live).
     max_calls: int = Field(50, ge=0)

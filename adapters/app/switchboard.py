@@ -11,6 +11,7 @@ it exits.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -22,9 +23,10 @@ from urllib.parse import quote
 import attrs
 import trio
 
-from adapters.app.admission import CallBook, NewCall, Reconnect, Refused
+from adapters.app.admission import NOT_ANSWERED_HERE, CallBook, NewCall, Reconnect, Refused
 from adapters.app.settings import ServerSettings
 from adapters.call.runner import CallOptions, CallRunner
+from adapters.call.store import CallStore, open_store, worker_name
 from adapters.providers.interfaces import Providers
 from adapters.vobiz.rest import VobizRest
 from adapters.vobiz.signature import NonceMemory
@@ -39,6 +41,14 @@ FINISHED_KEPT = 1_000
 RECONNECT_WINDOW = 5.0
 #: A stream token outlives the longest call by this much (the answer window and slack).
 TOKEN_SLACK = 60.0
+
+
+def _finished(log: list[str]) -> bool:
+    """Whether a call's log ends with its footer (the call is over, whoever ran it)."""
+    try:
+        return bool(json.loads(log[-1]).get("kind") == "footer")
+    except ValueError:
+        return False
 
 
 def version() -> str:
@@ -71,9 +81,14 @@ class Switchboard:
     hangups_in: trio.Event = attrs.field(factory=trio.Event)
     #: Sees every call's log records as they are written (the console's live view).
     log_listener: Callable[[str, dict[str, Any]], None] | None = None
+    #: What this process shares with the deployment's other workers (logs, leases, answers).
+    store: CallStore = attrs.field(init=False)
+    #: This process, as leases and takeover notes name it.
+    worker: str = attrs.field(factory=worker_name)
 
     def __attrs_post_init__(self) -> None:
         self.book = CallBook(self.settings.max_calls)
+        self.store = open_store(self.settings.log_store, self.settings.call_log_dir)
         self.idle.set()
         self.hangups_in.set()
 
@@ -113,24 +128,54 @@ class Switchboard:
             max_reconnects=retries,
             stop_grace=self.stop_grace,
             log_listener=self.log_listener,
+            worker=self.worker,
         )
 
     def _transfer_url(self, to: str) -> str:
         return f"{self.settings.public_url}/transfer?to={quote(to)}"
 
     # -- the media socket's admission ------------------------------------------------------
-    def admit_socket(self, token: str | None) -> tuple[str, NewCall | Reconnect] | None:
-        """Whether a media socket may join a call; logs why not."""
+    async def admit_socket(self, token: str | None) -> tuple[str, NewCall | Reconnect] | None:
+        """Whether a media socket may join a call; logs why not.
+
+        This process's call book decides for its own live calls. For the rest the
+        store decides across the deployment's processes: the socket's call runs
+        here only with its lease (so no two processes run one call), either new
+        (answered here or by another worker) or carried on from its log (its
+        process was lost).
+        """
         try:
             call_id = self.tokens.verify(token, self.wall_clock())
         except TokenError as exc:
             log.warning("refused media socket: token %s", exc.reason)
             return None
-        claim = self.book.claim(call_id, trio.current_time())
-        if isinstance(claim, Refused):
-            log.warning("[call %s] refused media socket: %s", call_id, claim.reason)
-            return None
-        return call_id, claim
+        now = trio.current_time()
+        claim = self.book.claim(call_id, now)
+        if isinstance(claim, Reconnect):
+            return call_id, claim
+        if isinstance(claim, Refused) and claim.reason != NOT_ANSWERED_HERE:
+            return self._refuse(call_id, claim.reason)
+        lease = await self.store.claim(call_id, self.worker)
+        if lease is None:
+            self.book.release(call_id, now)
+            return self._refuse(call_id, "the call is live on another worker")
+        prior = await lease.records()
+        if prior is not None and _finished(prior):
+            lease.release(ended=True)
+            self.book.release(call_id, now)
+            return self._refuse(call_id, "call has ended")
+        if isinstance(claim, Refused):  # not answered here: by another worker, or to take over
+            answer = await self.store.answer_of(call_id) if prior is None else ("", "")
+            adopted = self.book.adopt(call_id, *answer, now) if answer else claim
+            if isinstance(adopted, Refused):
+                lease.release(ended=False)
+                return self._refuse(call_id, adopted.reason)
+            claim = adopted
+        return call_id, attrs.evolve(claim, lease=lease, prior=prior)
+
+    def _refuse(self, call_id: str, reason: str) -> tuple[str, NewCall | Reconnect] | None:
+        log.warning("[call %s] refused media socket: %s", call_id, reason)
+        return None
 
     def started(self, call_id: str, runner: CallRunner) -> None:
         self.book.started(call_id, runner)

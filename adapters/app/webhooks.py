@@ -105,6 +105,8 @@ async def answer(_trust: Trust) -> Response:
         if admitted.reason in ("full", "draining"):
             return Response(vobiz_xml.busy_xml(BUSY), content_type="application/xml")
         return Response(f"refused: {admitted.reason}", status=409)
+    # Its media socket may land on another worker of the deployment, which then starts it.
+    await board.store.remember_answer(call_id, caller, callee, board.book.answer_window)
     settings = board.settings
     token = board.tokens.issue(call_id, board.wall_clock(), board.token_lifetime())
     xml = vobiz_xml.answer_xml(

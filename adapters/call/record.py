@@ -63,29 +63,35 @@ class CallRecord:
 
     def __init__(
         self,
-        log_dir: Path,
-        start: Start,
+        sink: tuple[Path, IO[str]],
+        call_id: str,
         engine: Engine,
         record_audio: bool,
         listener: Callable[[str, dict[str, Any]], None] | None = None,
-        **header: Any,
     ) -> None:
-        wall = datetime.datetime.now(datetime.UTC)
-        self.call_id = start.call_id
-        self.path, self._file = create_log(log_dir, start.call_id, wall)
-        each_record = functools.partial(listener, start.call_id) if listener else None
+        self.call_id = call_id
+        self.path, self._file = sink
+        each_record = functools.partial(listener, call_id) if listener else None
         self.writer = LogWriter(self._file, record_audio, each_record)
         # With audio recording on, both sides of the call also go to a stereo WAV by the log.
         self.recording = Recording() if record_audio else None
+        self.engine = LoggedEngine(engine, self.writer)
+        self.log = call_logger(call_id)
+
+    def begin(self, start: Start, **header: Any) -> None:
+        """A new call: the header says what it runs with."""
         self.writer.header(
             call_id=start.call_id,
             stream_id=start.stream_id,
-            started_at=wall.isoformat(),
+            started_at=datetime.datetime.now(datetime.UTC).isoformat(),
             media_format={"encoding": start.encoding, "sample_rate": start.sample_rate},
             **header,
         )
-        self.engine = LoggedEngine(engine, self.writer)
-        self.log = call_logger(start.call_id)
+
+    def carry_on(self, prior: list[dict[str, Any]]) -> None:
+        """The log goes on after a lost process's records: the footer's figures count them too."""
+        for record in prior:
+            self.writer.latency.add(record)
 
     @property
     def finished(self) -> bool:

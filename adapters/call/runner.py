@@ -20,6 +20,7 @@ continues the same conversation, and only such a reconnect may join a live call.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ import trio
 
 from adapters.call.line import MediaLine
 from adapters.call.reader import SocketReader
-from adapters.call.record import CallRecord, call_logger
+from adapters.call.record import CallRecord, call_logger, create_log
 from adapters.call.sender import Sender
+from adapters.call.store import Lease, LeaseLost
 from adapters.call.work import ProviderWork
 from adapters.providers.interfaces import ProviderLink, Providers, Transport
 from adapters.vobiz.protocol import Start
@@ -38,6 +40,7 @@ from adapters.vobiz.session import MediaSession
 from adapters.vobiz.status import StreamStatus
 from engine import commands as cmd
 from engine import events as ev
+from engine.calllog import decode_event, read_log
 from engine.config import AgentConfig
 from engine.core import Engine
 
@@ -66,33 +69,56 @@ class CallOptions:
     stop_grace: float = 5.0
     #: Sees every record of the call's log as it is written: ``(call id, record)``.
     log_listener: Callable[[str, dict[str, Any]], None] | None = None
+    #: This process, as leases and notes name it.
+    worker: str = ""
 
 
 class CallRunner:
     """A live call from the media stream's ``start`` to the footer of its log."""
 
-    def __init__(self, start: Start, options: CallOptions, caller: str = "", callee: str = ""):
+    def __init__(
+        self,
+        start: Start,
+        options: CallOptions,
+        caller: str = "",
+        callee: str = "",
+        *,
+        prior: list[str] | None = None,
+        lease: Lease | None = None,
+    ):
+        """``prior``: the log of a call another process ran until it was lost; it goes on here."""
         self.call_id = start.call_id
         self.options = options
         self.log = call_logger(self.call_id)
         self.media = MediaSession(start, options.max_frame_bytes)
         self.events_tx, self.events_rx = trio.open_memory_channel[ev.Event](EVENT_BUFFER)
         self.audio_tx, self.audio_rx = trio.open_memory_channel[bytes](STT_BUFFER_FRAMES)
-        self.engine = Engine(options.config)
-        self.record = CallRecord(
-            options.log_dir,
-            start,
-            self.engine,
-            options.record_audio,
-            options.log_listener,
-            caller=caller,
-            callee=callee,
-            providers=options.providers.names,
-            config=options.config.to_dict(),
-            versions=options.versions,
-        )
-        self.path = self.record.path
+        self.lease = lease
         self.t0 = trio.current_time()
+        if prior is None:
+            self.engine = Engine(options.config)
+            wall = datetime.datetime.now(datetime.UTC)
+            self.record = CallRecord(
+                lease.open_log(None) if lease else create_log(options.log_dir, self.call_id, wall),
+                self.call_id,
+                self.engine,
+                options.record_audio,
+                options.log_listener,
+            )
+            self.record.begin(
+                start,
+                caller=caller,
+                callee=callee,
+                providers=options.providers.names,
+                config=options.config.to_dict(),
+                versions=options.versions,
+            )
+            self._first: ev.Event = ev.CallStarted(self.call_id, start.stream_id)
+        else:
+            assert lease is not None, "only the lease holder carries a call on"
+            self._carry_on(start, lease, prior)
+            self._first = ev.CallTakenOver(options.worker)
+        self.path = self.record.path
         self.end_reason = "unknown"
         # The local VAD runs inline in the receive path: a channel and a task of its own
         # per call cost more than the detector itself.
@@ -115,6 +141,31 @@ class CallRunner:
         self._line = MediaLine(options.reconnect_window, options.max_reconnects)
         self.hangup_heard = False  # the platform's hang-up webhook for this call came
         self._stop_sent = False
+
+    def _carry_on(self, start: Start, lease: Lease, prior: list[str]) -> None:
+        """Rebuild the conversation from its log and continue the log and the call's clock."""
+        records = [record for _, record in read_log(prior)]
+        header = records[0]
+        self.engine = Engine(AgentConfig.from_dict(header.get("config", {})))
+        for record in records:
+            if record["kind"] == "event":
+                self.engine.step(decode_event(record), record["t"])
+        self.record = CallRecord(
+            lease.open_log(prior),
+            self.call_id,
+            self.engine,
+            self.options.record_audio,
+            self.options.log_listener,
+        )
+        self.record.carry_on(records)
+        started = datetime.datetime.fromisoformat(header["started_at"])
+        since = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+        last = max(float(record.get("t", 0.0)) for record in records)
+        self.t0 = trio.current_time() - max(since, last)  # call time never runs backwards
+        self.note(
+            "taken_over", worker=self.options.worker, stream_id=start.stream_id, records=len(prior)
+        )
+        self.log.info("taken over after its worker was lost (%d records replayed)", len(prior))
 
     # -- time, events, notes -----------------------------------------------------------
     def now(self) -> float:
@@ -178,7 +229,9 @@ class CallRunner:
                 task_status.started()
                 nursery.start_soon(self.work.recognize, self.audio_rx)
                 nursery.start_soon(self.sender.run)
-                await self.events_tx.send(ev.CallStarted(self.call_id, self.media.stream_id))
+                if self.lease is not None:
+                    nursery.start_soon(self._hold_lease, self.lease)
+                await self.events_tx.send(self._first)
                 await self._engine_loop()
                 await self.sender.flush()
                 if self._stop_sent:
@@ -192,6 +245,14 @@ class CallRunner:
                 self._finish()
             # The call is over: stop reading its socket, so the handler closes it.
             self._line.scope.cancel()
+
+    async def _hold_lease(self, lease: Lease) -> None:
+        """Only one process runs a call: one that loses the lease stops at once."""
+        try:
+            await lease.keep()
+        except LeaseLost:
+            self.log.warning("lease lost: another worker runs the call now")
+            self.end_from_outside("lease lost")
 
     async def _engine_loop(self) -> None:
         async for event in self.events_rx:

@@ -168,13 +168,14 @@ class SimulatedPhone:
 
     # ------------------------------------------------------------ agent side
 
-    async def receive_loop(self, ws: trio_websocket.WebSocketConnection) -> None:
-        """Take the agent's frames until the socket closes or the agent stops the stream."""
+    async def receive_loop(self, ws: trio_websocket.WebSocketConnection) -> bool:
+        """Take the agent's frames until the agent stops the stream; True when the socket was
+        lost instead (closed without a ``stop``: a crashed or cut-off server)."""
         while True:
             try:
                 text = await ws.get_message()
             except trio_websocket.ConnectionClosed:
-                return
+                return True
             problem = vobiz_rules.refusal(text, self.stream_id, self.stopped)
             if problem is not None:
                 self.refuse(problem)
@@ -195,7 +196,7 @@ class SimulatedPhone:
                 self.cut(self.now())
                 self.stopped = self.stopped_by_agent = True
                 self.ended.set()
-                return
+                return False
 
     def refuse(self, problem: str) -> None:
         """A frame Vobiz would ignore: recorded, and fatal in strict mode."""
@@ -331,20 +332,24 @@ class SimulatedPhone:
         self.duration = self.now()
 
     async def connect(self, url: str, script: CallerScript) -> None:
-        """Open the media socket; after a scripted drop, reconnect as Vobiz's retries do."""
+        """Open the media socket; after a drop or a lost socket, reconnect as Vobiz's retries do."""
         drop_at = script.drop_stream_at
+        attempts = 0
         while True:
-            dropped = await self.one_socket(url, drop_at)
-            if not dropped or self.sockets > self.max_retries:
+            attempts += 1
+            lost = await self.one_socket(url, drop_at)
+            if not lost or attempts > self.max_retries:
                 return
             drop_at = None
             await trio.sleep(script.reconnect_after)
 
     async def one_socket(self, url: str, drop_at: float | None) -> bool:
-        """One stream: a fresh ``start`` with a new stream id; True when it was dropped."""
+        """One stream: a fresh ``start`` with a new stream id; True when it was lost (a retry
+        may follow): dropped by the script, closed without ``stop``, or refused on a retry."""
         try:
             async with open_client(url) as ws:
                 self.ws, self.sockets, self.sequence = ws, self.sockets + 1, 0
+                self.refused_socket = ""
                 self.stream_id = f"stream-{uuid.uuid4().hex[:12]}"
                 if not self.streaming.is_set():
                     self.t0 = trio.current_time()
@@ -352,15 +357,19 @@ class SimulatedPhone:
                 self.streaming.set()
                 deadline = math.inf if drop_at is None else self.t0 + drop_at
                 with trio.move_on_at(deadline) as drop:
-                    await self.receive_loop(ws)
+                    lost = await self.receive_loop(ws)
                 self.ws = None
-        except trio_websocket.HandshakeError as exc:
+        except (trio_websocket.HandshakeError, OSError) as exc:
             self.note(self.now(), "clear", f"media socket refused: {exc}")
             self.refused_socket = str(exc)
-            return False
+            return self.streaming.is_set()  # a retry may find the call elsewhere
         if drop.cancelled_caught:
             self.cut(self.now())  # what was queued on the dropped stream is never played
             self.note(self.now(), "clear", "(network drop: media socket lost)")
+            return True
+        if lost and not self.stopped:
+            self.cut(self.now())
+            self.note(self.now(), "clear", "(media socket closed without stop)")
             return True
         return False
 
