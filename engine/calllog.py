@@ -39,6 +39,7 @@ class LogError(ValueError):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
+        self.message = message
 
 
 def encode_audio(audio: Any, record: bool) -> dict[str, Any]:

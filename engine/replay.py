@@ -43,8 +43,41 @@ class ReplayResult:
         return self.divergence is None
 
 
+@attrs.frozen
+class Resumed:
+    """A call's log replayed to carry the call on: the engine as the log left it.
+
+    ``unwritten``: the records of the last step that the lost process did not
+    write before it died (it flushes streaming records in batches); they are
+    what the engine decided, so they go into the log before anything new.
+    """
+
+    engine: Engine
+    lines: tuple[str, ...]
+    unwritten: tuple[dict[str, Any], ...]
+    #: The call time of the log's last record.
+    last_t: float
+
+
+def resume(lines: Iterable[str]) -> Resumed:
+    """Rebuild the engine of an unfinished call from its log; :class:`LogError` when the log
+    cannot be read, is finished, or does not replay on this engine (another version)."""
+    kept = tuple(lines)
+    result, core, unwritten = _replay(kept)
+    if result.finished:
+        raise LogError(len(kept), "the call has ended")
+    if result.divergence is not None:
+        raise LogError(result.divergence.line, "the log does not replay on this engine")
+    last_t = max((float(r.get("t", 0.0)) for _, r in read_log(kept)), default=0.0)
+    return Resumed(core, kept, tuple(unwritten), last_t)
+
+
 def replay(lines: Iterable[str]) -> ReplayResult:
     """Replay a log given as lines; raises :class:`LogError` when it cannot be read."""
+    return _replay(lines)[0]
+
+
+def _replay(lines: Iterable[str]) -> tuple[ReplayResult, Engine, list[dict[str, Any]]]:
     records = list(read_log(lines))
     if not records:
         raise LogError(1, "empty log")
@@ -63,22 +96,28 @@ def replay(lines: Iterable[str]) -> ReplayResult:
         number, record = expected[i]
         i += 1
         if record["kind"] != "event":
-            return ReplayResult(events, compared, Divergence(number, record, None), finished)
+            return (
+                ReplayResult(events, compared, Divergence(number, record, None), finished),
+                core,
+                [],
+            )
         try:
             event = decode_event(record)
         except (TypeError, ValueError, KeyError) as exc:
             raise LogError(number, f"bad event fields: {exc}") from None
         events += 1
         got = step_records(record["t"], core.step(event, record["t"]), record_audio)
-        for produced in got:
+        for k, produced in enumerate(got):
             if i >= len(expected) and not finished:
-                break  # the log was cut here: what it holds matched
+                # The log was cut here: what it holds matched.
+                return ReplayResult(events, compared, finished=finished), core, got[k:]
             if i >= len(expected) or expected[i][1]["kind"] == "event":
-                return ReplayResult(events, compared, Divergence(number, None, produced), finished)
+                divergence = Divergence(number, None, produced)
+                return ReplayResult(events, compared, divergence, finished), core, []
             want_number, want = expected[i]
             if want != produced:
                 divergence = Divergence(want_number, want, produced)
-                return ReplayResult(events, compared, divergence, finished)
+                return ReplayResult(events, compared, divergence, finished), core, []
             compared += 1
             i += 1
-    return ReplayResult(events, compared, finished=finished)
+    return ReplayResult(events, compared, finished=finished), core, []

@@ -11,8 +11,6 @@ import functools
 import json
 import logging
 import os
-import socket
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import httpx
 import serving
 import trio
 import trio_websocket
+from processes import free_port, server_process
 from serving import running_server, start, wait_live
 from stand_ins import Ear, Talker, quiet
 from wsproto import ConnectionType, WSConnection
@@ -172,42 +171,19 @@ async def test_a_message_over_64_kib_closes_the_socket_and_the_call_keeps_its_lo
 # -- 6. a killed server leaves a log that replays as far as it goes -------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_a_server_killed_mid_call_leaves_a_log_replay_calls_incomplete(tmp_path, capsys):
     import replay as replay_cli
 
     port = free_port()
-    env = os.environ | {"CALL_LOG_DIR": str(tmp_path / "calls"), "STREAM_SECRET": "k" * 32}
-    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "VOBIZ_AUTH_TOKEN", "PUBLIC_URL"):
-        env.pop(key, None)
-    command = [sys.executable, "-m", "adapters.app.cli", "serve", "--port", str(port)]
-    base = f"http://127.0.0.1:{port}"
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(trio.run_process, command, env=env, check=False)
-        )
-        try:
-            with trio.fail_after(60):
-                while True:
-                    with contextlib.suppress(httpx.TransportError):
-                        async with httpx.AsyncClient() as client:
-                            if (await client.get(f"{base}/health")).status_code == 200:
-                                break
-                    await trio.sleep(0.1)
-            url = stream_url((await answer(base, "killed")).text)
-            async with open_client(url) as ws:
-                await ws.send_message(start("killed"))
-                await ws.get_message()  # the greeting is on its way: the call is running
-                (log,) = (tmp_path / "calls").glob("*.jsonl")
-                server.kill()  # SIGKILL: no footer, no flush
-                await server.wait()
-        finally:
-            nursery.cancel_scope.cancel()
+    env = {"CALL_LOG_DIR": str(tmp_path / "calls"), "STREAM_SECRET": "k" * 32}
+    async with server_process(port, **env) as server:
+        url = stream_url((await answer(f"http://127.0.0.1:{port}", "killed")).text)
+        async with open_client(url) as ws:
+            await ws.send_message(start("killed"))
+            await ws.get_message()  # the greeting is on its way: the call is running
+            (log,) = (tmp_path / "calls").glob("*.jsonl")
+            server.kill()  # SIGKILL: no footer, no flush
+            await server.wait()
     assert replay_cli.main([str(log)]) == 3
     assert "incomplete: no footer" in capsys.readouterr().out
 

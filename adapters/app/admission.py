@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from engine.replay import Resumed
+
 #: How long an answered call waits for its media socket.
 ANSWER_WINDOW = 10.0
 #: Ended call ids remembered (their tokens open nothing; ``/answer`` refuses them).
@@ -66,7 +68,7 @@ class NewCall:
 
     answered: Answered
     lease: Any = None
-    prior: list[str] | None = None
+    prior: Resumed | None = None
 
 
 @attrs.frozen

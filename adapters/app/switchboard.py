@@ -11,7 +11,6 @@ it exits.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -31,7 +30,9 @@ from adapters.providers.interfaces import Providers
 from adapters.vobiz.rest import VobizRest
 from adapters.vobiz.signature import NonceMemory
 from adapters.vobiz.tokens import StreamTokens, TokenError
+from engine.calllog import LogError
 from engine.config import AgentConfig
+from engine.replay import resume
 
 log = logging.getLogger("voice_agent.server")
 
@@ -41,14 +42,6 @@ FINISHED_KEPT = 1_000
 RECONNECT_WINDOW = 5.0
 #: A stream token outlives the longest call by this much (the answer window and slack).
 TOKEN_SLACK = 60.0
-
-
-def _finished(log: list[str]) -> bool:
-    """Whether a call's log ends with its footer (the call is over, whoever ran it)."""
-    try:
-        return bool(json.loads(log[-1]).get("kind") == "footer")
-    except ValueError:
-        return False
 
 
 def version() -> str:
@@ -159,11 +152,15 @@ class Switchboard:
         if lease is None:
             self.book.release(call_id, now)
             return self._refuse(call_id, "the call is live on another worker")
-        prior = await lease.records()
-        if prior is not None and _finished(prior):
-            lease.release(ended=True)
-            self.book.release(call_id, now)
-            return self._refuse(call_id, "call has ended")
+        lines = await lease.records()
+        prior = None
+        if lines is not None:
+            try:  # a long log takes a while to replay: not on the loop that carries the calls
+                prior = await trio.to_thread.run_sync(resume, lines)
+            except LogError as exc:
+                lease.release(ended=exc.message == "the call has ended")
+                self.book.release(call_id, now)
+                return self._refuse(call_id, f"its log cannot be carried on: {exc}")
         if isinstance(claim, Refused):  # not answered here: by another worker, or to take over
             answer = await self.store.answer_of(call_id) if prior is None else ("", "")
             adopted = self.book.adopt(call_id, *answer, now) if answer else claim

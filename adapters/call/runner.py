@@ -40,9 +40,10 @@ from adapters.vobiz.session import MediaSession
 from adapters.vobiz.status import StreamStatus
 from engine import commands as cmd
 from engine import events as ev
-from engine.calllog import decode_event, read_log
+from engine.calllog import read_log
 from engine.config import AgentConfig
 from engine.core import Engine
+from engine.replay import Resumed
 
 #: Caller audio waiting for the recognizer: 5 s of 20 ms frames, then frames are dropped.
 STT_BUFFER_FRAMES = 250
@@ -83,7 +84,7 @@ class CallRunner:
         caller: str = "",
         callee: str = "",
         *,
-        prior: list[str] | None = None,
+        prior: Resumed | None = None,
         lease: Lease | None = None,
     ):
         """``prior``: the log of a call another process ran until it was lost; it goes on here."""
@@ -142,30 +143,31 @@ class CallRunner:
         self.hangup_heard = False  # the platform's hang-up webhook for this call came
         self._stop_sent = False
 
-    def _carry_on(self, start: Start, lease: Lease, prior: list[str]) -> None:
-        """Rebuild the conversation from its log and continue the log and the call's clock."""
-        records = [record for _, record in read_log(prior)]
-        header = records[0]
-        self.engine = Engine(AgentConfig.from_dict(header.get("config", {})))
-        for record in records:
-            if record["kind"] == "event":
-                self.engine.step(decode_event(record), record["t"])
+    def _carry_on(self, start: Start, lease: Lease, prior: Resumed) -> None:
+        """Go on from the lost process's log: its engine, its log, its call clock."""
+        self.engine = prior.engine
         self.record = CallRecord(
-            lease.open_log(prior),
+            lease.open_log(list(prior.lines)),
             self.call_id,
             self.engine,
             self.options.record_audio,
             self.options.log_listener,
         )
+        records = [record for _, record in read_log(prior.lines)]
         self.record.carry_on(records)
-        started = datetime.datetime.fromisoformat(header["started_at"])
+        for record in prior.unwritten:  # what the engine decided before the loss, in full
+            self.record.writer.write(record)
+        started = datetime.datetime.fromisoformat(records[0]["started_at"])
         since = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-        last = max(float(record.get("t", 0.0)) for record in records)
-        self.t0 = trio.current_time() - max(since, last)  # call time never runs backwards
+        self.t0 = trio.current_time() - max(since, prior.last_t)  # call time never runs back
         self.note(
-            "taken_over", worker=self.options.worker, stream_id=start.stream_id, records=len(prior)
+            "taken_over",
+            worker=self.options.worker,
+            stream_id=start.stream_id,
+            records=len(prior.lines),
+            completed=len(prior.unwritten),
         )
-        self.log.info("taken over after its worker was lost (%d records replayed)", len(prior))
+        self.log.info("taken over after its worker was lost (%d records)", len(prior.lines))
 
     # -- time, events, notes -----------------------------------------------------------
     def now(self) -> float:

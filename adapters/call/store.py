@@ -35,7 +35,6 @@ import trio
 from adapters.call.record import create_log
 from engine.calllog import split_log
 
-
 #: Every this many answers, the local store forgets stale ones.
 PRUNE_EVERY = 100
 #: An answer file this old is stale (an answer's window is seconds).

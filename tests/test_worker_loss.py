@@ -1,0 +1,101 @@
+"""A call survives the loss of its worker, because the log is the call.
+
+Two real server processes share a call store behind a plain TCP balancer.
+The simulated platform calls through the balancer and lands on the first
+worker; that worker is killed (SIGKILL: no footer, no goodbye) mid-call. The
+phone's socket dies with it, Vobiz's stream retry reconnects through the
+balancer to the second worker, which finds the call's log in the store, takes
+its lease, replays the log into a fresh engine and carries the call on: no
+second greeting, the same history, one log that replays identically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+from processes import free_port, server_process
+
+from adapters.simulator.caller import simulate
+from adapters.simulator.script import CallerLine, CallerScript, SimulationResult, TranscriptEntry
+from engine.calllog import split_log
+from engine.replay import replay
+from fixtures.load_balancer import FailoverBalancer
+
+SCRIPT = CallerScript(
+    lines=(
+        CallerLine("I would like to book a table."),
+        CallerLine("For four people."),
+        CallerLine("Tomorrow at seven."),
+        CallerLine("No thank you, goodbye."),
+    ),
+    hang_up_after=60.0,
+)
+
+
+async def call_and_kill_its_worker(
+    first: dict[str, str], second: dict[str, str]
+) -> tuple[SimulationResult, FailoverBalancer, list[int]]:
+    """One simulated call through the balancer; the worker holding it is killed mid-reply."""
+    ports = [free_port(), free_port()]
+    balancer = FailoverBalancer(ports)
+    replied = trio.Event()
+    heard: list[TranscriptEntry] = []
+
+    def on_event(entry: TranscriptEntry) -> None:
+        heard.append(entry)
+        callers = [e for e in heard if e.who == "caller"]
+        if callers and entry.who == "agent" and entry.t > callers[0].t:
+            replied.set()  # the agent is answering the caller's first line
+
+    async with trio.open_nursery() as nursery:
+        front = await nursery.start(balancer.serve)
+        public = {"PUBLIC_URL": f"http://127.0.0.1:{front}", "STREAM_RETRIES": "2"}
+        common = public | {"STREAM_SECRET": "s" * 32}
+        async with (
+            server_process(ports[0], **common, **first) as holder,
+            server_process(ports[1], **common, **second),
+        ):
+            outcome: list[SimulationResult] = []
+
+            async def kill_when_replying() -> None:
+                await replied.wait()
+                holder.kill()
+
+            nursery.start_soon(kill_when_replying)
+            with trio.fail_after(120):
+                outcome.append(
+                    await simulate(f"http://127.0.0.1:{front}", SCRIPT, on_event=on_event)
+                )
+        nursery.cancel_scope.cancel()
+    return outcome[0], balancer, ports
+
+
+def carried_on_whole(lines: list[str], result: SimulationResult) -> None:
+    """What a taken-over call's one log must show."""
+    records = [json.loads(line) for line in lines]
+    assert replay(lines).identical
+    events = [r["event"] for r in records if r["kind"] == "event"]
+    assert events.count("CallStarted") == 1 and events.count("CallTakenOver") == 1
+    (taken,) = [r for r in records if r.get("what") == "taken_over"]
+    assert records[-1]["kind"] == "footer"
+    texts = [r["text"] for r in records if r.get("command") == "Synthesize"]
+    assert texts.count(texts[0]) == 1, "the greeting was said once"
+    # The agent went on answering after the takeover, with the call's history.
+    later = [r for r in records if r["kind"] == "command" and r["t"] > taken["t"]]
+    assert any(r["command"] == "PlayAudio" for r in later)
+    asks = [r for r in later if r["command"] == "StartCompletion"]
+    assert asks and "book a table" in json.dumps(asks[-1]).lower()
+    assert result.sockets == 2 and result.violations == ()
+
+
+async def test_a_call_goes_on_after_its_worker_is_killed_with_the_local_store(tmp_path: Path):
+    calls = {"CALL_LOG_DIR": str(tmp_path / "calls")}
+    result, balancer, ports = await call_and_kill_its_worker(calls, calls)
+    assert balancer.routed[:2] == [ports[0], ports[0]]  # answer and stream: the first worker
+    assert ports[1] in balancer.routed  # the reconnect and the hang-up: the second
+    (log,) = (tmp_path / "calls").glob("*.jsonl")
+    lines, cut = split_log(log.read_text())
+    assert not cut
+    carried_on_whole(lines, result)
