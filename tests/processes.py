@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import trio
@@ -21,7 +24,7 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def server_process(port: int, **env: str) -> AsyncIterator[trio.Process]:
-    """``voice-agent serve`` on ``port`` with offline providers and ``env``, healthy; killed on exit."""
+    """``voice-agent serve`` on ``port`` with offline providers and ``env``, healthy; stopped on exit."""
     environment = dict(os.environ)
     for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "VOBIZ_AUTH_TOKEN", "PUBLIC_URL", "ENV_FILE"):
         environment.pop(key, None)
@@ -33,6 +36,9 @@ async def server_process(port: int, **env: str) -> AsyncIterator[trio.Process]:
             await healthy(f"http://127.0.0.1:{port}", process)
             yield process
         finally:
+            process.terminate()  # SIGTERM: the server drains and finishes its writes
+            with trio.move_on_after(15):
+                await process.wait()
             process.kill()
             nursery.cancel_scope.cancel()
 
@@ -46,3 +52,31 @@ async def healthy(base: str, process: trio.Process, within: float = 60) -> None:
                         return
             await trio.sleep(0.1)
     raise RuntimeError(f"the server exited with {process.returncode} before it was healthy")
+
+
+@contextlib.asynccontextmanager
+async def redis_server(folder: Path) -> AsyncIterator[str]:
+    """A real ``redis-server`` on a free loopback port, persisting nothing; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(folder)]
+    async with trio.open_nursery() as nursery:
+        run = functools.partial(trio.run_process, command, check=False, stdout=subprocess.DEVNULL)
+        process = await nursery.start(run)
+        try:
+            with trio.fail_after(20):
+                while True:
+                    with contextlib.suppress(OSError):
+                        stream = await trio.open_tcp_stream("127.0.0.1", port)
+                        await stream.send_all(b"PING\r\n")
+                        if (await stream.receive_some(64)).startswith(b"+PONG"):
+                            await stream.aclose()
+                            break
+                    await trio.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            nursery.cancel_scope.cancel()

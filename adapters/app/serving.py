@@ -98,6 +98,8 @@ async def serve_app(
             task_status.started(binds)
     finally:
         await board.providers.aclose()
+        with trio.move_on_after(10, shield=True):
+            await board.store.aclose()
         if board.rest is not None:
             with trio.move_on_after(2, shield=True):
                 await board.rest.aclose()

@@ -40,6 +40,8 @@ log = logging.getLogger("voice_agent.server")
 FINISHED_KEPT = 1_000
 #: With stream retries on, how long a call whose socket dropped waits for Vobiz to reconnect.
 RECONNECT_WINDOW = 5.0
+#: How often a socket whose call is held elsewhere asks the store again.
+LEASE_POLL = 0.25
 #: A stream token outlives the longest call by this much (the answer window and slack).
 TOKEN_SLACK = 60.0
 
@@ -149,6 +151,10 @@ class Switchboard:
         if isinstance(claim, Refused) and claim.reason != NOT_ANSWERED_HERE:
             return self._refuse(call_id, claim.reason)
         lease = await self.store.claim(call_id, self.worker)
+        with trio.move_on_after(self.store.lease_wait):
+            while lease is None:  # its holder may have died, and the store not know it yet
+                await trio.sleep(LEASE_POLL)
+                lease = await self.store.claim(call_id, self.worker)
         if lease is None:
             self.book.release(call_id, now)
             return self._refuse(call_id, "the call is live on another worker")

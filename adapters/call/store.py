@@ -70,6 +70,8 @@ class CallStore(Protocol):
 
     #: How the store is named in logs and ``/health``.
     name: str
+    #: How long a claim waits for a lease whose holder may be dead (until the store knows).
+    lease_wait: float
 
     async def remember_answer(self, call_id: str, caller: str, callee: str, ttl: float) -> None:
         """``/answer`` admitted the call: any worker may now start it, for ``ttl`` seconds."""
@@ -81,6 +83,10 @@ class CallStore(Protocol):
 
     async def claim(self, call_id: str, worker: str) -> Lease | None:
         """The right to run the call, or None when another live process holds it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish writing (the server is stopping)."""
         ...
 
 
@@ -171,6 +177,7 @@ class LocalStore:
     """One host's store: the call-log folder, shared by the host's workers."""
 
     name = "local"
+    lease_wait = 0.0  # the kernel drops a dead process's locks at once
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -226,6 +233,9 @@ class LocalStore:
             except FileNotFoundError:
                 pass
             os.close(fd)  # its holder ended the call and removed the file meanwhile: again
+
+    async def aclose(self) -> None:
+        pass  # every record is in its file already
 
 
 def worker_name() -> str:
