@@ -36,9 +36,10 @@ SCRIPT = CallerScript(
 
 
 async def call_and_kill_its_worker(
-    first: dict[str, str], second: dict[str, str]
+    first: dict[str, str], second: dict[str, str], drain: bool = False
 ) -> tuple[SimulationResult, FailoverBalancer, list[int]]:
-    """One simulated call through the balancer; the worker holding it is killed mid-reply."""
+    """One simulated call through the balancer; the worker holding it is killed mid-reply
+    (or, with ``drain``, stopped as a rollout stops it, and taken out of the balancer)."""
     ports = [free_port(), free_port()]
     balancer = FailoverBalancer(ports)
     replied = trio.Event()
@@ -62,7 +63,11 @@ async def call_and_kill_its_worker(
 
             async def kill_when_replying() -> None:
                 await replied.wait()
-                holder.kill()
+                if drain:
+                    holder.terminate()
+                    balancer.backends = ports[1:]  # its readiness probe fails while it drains
+                else:
+                    holder.kill()
 
             nursery.start_soon(kill_when_replying)
             with trio.fail_after(120):
@@ -123,3 +128,18 @@ async def test_a_call_goes_on_after_its_worker_is_killed_with_the_redis_store(tm
     (taken,) = [i for i, line in enumerate(stored) if '"what":"taken_over"' in line]
     common = min(taken, len(lost))
     assert common > 10 and lost[:common] == stored[:common]
+
+
+async def test_a_draining_worker_hands_its_call_over_instead_of_cutting_it(tmp_path: Path):
+    """A rollout: the worker's drain ends before the call does, and the call goes on."""
+    calls = {"CALL_LOG_DIR": str(tmp_path / "calls")}
+    result, _balancer, _ports = await call_and_kill_its_worker(
+        calls | {"DRAIN_TIMEOUT": "0.5"}, calls, drain=True
+    )
+    (log,) = (tmp_path / "calls").glob("*.jsonl")
+    lines, cut = split_log(log.read_text())
+    assert not cut
+    carried_on_whole(lines, result)
+    whats = [json.loads(line).get("what") for line in lines]
+    assert whats.index("handed_over") < whats.index("taken_over")
+    assert [json.loads(line)["kind"] for line in lines].count("footer") == 1

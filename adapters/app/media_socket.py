@@ -35,6 +35,8 @@ START_TIMEOUT = 10.0
 #: After the server closes a media socket it keeps reading (and discarding) what the client
 #: still sends, this long at most, so the close handshake completes and the socket is freed.
 CLOSE_DRAIN = 5.0
+#: The close code of a stream handed over to another worker (RFC 6455: the server restarts).
+SERVICE_RESTART = 1012
 
 
 class SocketClosed(Exception):
@@ -145,10 +147,12 @@ async def serve_socket(
         async with trio.open_nursery() as nursery:
             await nursery.start(_shielded, runner)
             await runner.serve_socket(transport)
+        if runner.handed_over:
+            await transport.close(SERVICE_RESTART)
     finally:
         board.finished(call_id, runner)
         if claim.lease is not None:  # after the footer: a late reconnect elsewhere finds it over
-            claim.lease.release(ended=runner.record.finished)
+            claim.lease.release(ended=not runner.handed_over)
 
 
 async def _shielded(runner: CallRunner, task_status: trio.TaskStatus[None]) -> None:

@@ -120,14 +120,18 @@ def _hypercorn_config(host: str, port: int) -> Config:
 
 
 async def _drain(board: Switchboard) -> None:
-    """No new calls; the live ones get the drain timeout to finish, then are ended."""
+    """No new calls; the live ones get the drain timeout to finish, then are ended, or handed
+    over when Vobiz retries streams (the retry reaches another worker, which carries it on)."""
     board.draining = True
     if board.live:
         log.info("draining: waiting for %d live call(s)", len(board.live))
         with trio.move_on_after(board.settings.drain_timeout):
             await board.idle.wait()
         for session in list(board.live.values()):
-            session.end_from_outside("server shutdown")
+            if board.settings.stream_retries:  # Vobiz's retry takes it to another worker
+                session.hand_over()
+            else:
+                session.end_from_outside("server shutdown")
         with trio.move_on_after(3):
             await board.idle.wait()
         # Vobiz posts each call's hang-up after its stream closed: answer them, then go.

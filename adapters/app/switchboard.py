@@ -187,7 +187,7 @@ class Switchboard:
     def finished(self, call_id: str, runner: CallRunner) -> None:
         self.book.finished(call_id)
         self.finished_logs.append(runner.path)
-        if not runner.hangup_heard:
+        if not runner.hangup_heard and not runner.handed_over:
             self.awaiting_hangup[call_id] = None
             while len(self.awaiting_hangup) > FINISHED_KEPT:
                 self.awaiting_hangup.popitem(last=False)

@@ -116,6 +116,10 @@ class CallRecord:
         elif isinstance(command, cmd.ClearAudio):
             self.recording.clear(t)
 
+    def close_unfinished(self) -> None:
+        """The call goes on in another process, which writes the rest of this log."""
+        self._file.close()
+
     def finish(self, t: float, **footer: Any) -> None:
         latency = self.writer.latency
         turns = [turn.as_dict() for turn in latency.turns()]

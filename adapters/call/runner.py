@@ -142,6 +142,8 @@ class CallRunner:
         self._line = MediaLine(options.reconnect_window, options.max_reconnects)
         self.hangup_heard = False  # the platform's hang-up webhook for this call came
         self._stop_sent = False
+        #: This process let the call go on elsewhere (:meth:`hand_over`): its log has no footer.
+        self.handed_over = False
 
     def _carry_on(self, start: Start, lease: Lease, prior: Resumed) -> None:
         """Go on from the lost process's log: its engine, its log, its call clock."""
@@ -179,6 +181,15 @@ class CallRunner:
 
     def note(self, what: str, **fields: Any) -> None:
         self.record.note(self.now(), what, **fields)
+
+    def hand_over(self) -> None:
+        """This process is going away, and the call may go on without it: stop running it
+        without ending it. Its stream closes without ``stop``; when Vobiz retries it, the
+        worker it reaches carries the call on from its log, as after a lost worker."""
+        self.handed_over = True
+        self._line.closed.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def end_from_outside(self, reason: str) -> None:
         """The platform says the call is over (hang-up webhook, drain): end it now."""
@@ -244,7 +255,12 @@ class CallRunner:
             self.log.exception("call failed")
         finally:
             with trio.move_on_after(2, shield=True):
-                self._finish()
+                if self.handed_over:
+                    self.note("handed_over", worker=self.options.worker)
+                    self.record.close_unfinished()
+                    self.log.info("handed over: another worker may carry it on from its log")
+                else:
+                    self._finish()
             # The call is over: stop reading its socket, so the handler closes it.
             self._line.scope.cancel()
 
@@ -304,8 +320,8 @@ class CallRunner:
     def _socket_lost(self, which: int) -> None:
         """The socket closed (or its handler was cancelled): end the call, or wait for a retry."""
         line = self._line
-        if not line.lost(which) or self.engine.ended:
-            return  # an old socket, or the call is already over
+        if not line.lost(which) or self.engine.ended or self.handed_over:
+            return  # an old socket, or the call is already over (here)
         if line.hangup_reported:
             self.note("hangup_webhook", signed=False)
             self.end_from_outside("hangup webhook")
