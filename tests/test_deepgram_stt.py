@@ -9,7 +9,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from adapters.providers.deepgram_stt import AudioBacklog, DeepgramSettings, DeepgramSTT
+from adapters.providers.deepgram_listen import AudioBacklog
+from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
 from adapters.providers.interfaces import ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import CallerPaused, CallerSpeechStarted, SttLost, SttRestored, Transcript
