@@ -3,52 +3,25 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import trio
+from listening import KEY, play, utterance
+from listening import run_call as run_recognizer
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from adapters.providers.deepgram_listen import AudioBacklog
 from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
-from adapters.providers.interfaces import ProviderLink
 from adapters.providers.wsclient import open_client
-from engine.events import CallerPaused, CallerSpeechStarted, SttLost, SttRestored, Transcript
+from engine.events import CallerPaused, CallerSpeechStarted, Transcript
 from fixtures.fake_deepgram import run_fake_deepgram, silence, tone
-
-KEY = "test-key"
-
-
-def make_link(events: list) -> ProviderLink:
-    async def emit(event) -> None:
-        events.append(event)
-
-    log = logging.LoggerAdapter(logging.getLogger("test.deepgram"), {"call_id": "c1"})
-    return ProviderLink(call_id="c1", emit=emit, now=trio.current_time, log=log)
 
 
 def settings_for(fake, **overrides) -> DeepgramSettings:
     return DeepgramSettings(api_key=KEY, url=fake.url, **overrides)
 
 
-async def play(send: trio.MemorySendChannel, audio: bytes) -> None:
-    """Deliver audio the way the phone does: 20 ms frames, 20 ms apart."""
-    for i in range(0, len(audio), 160):
-        await send.send(audio[i : i + 160])
-        await trio.sleep(0.02)
-
-
 async def run_call(settings: DeepgramSettings, script, events: list) -> None:
-    """Run the recognizer while ``script(send)`` plays audio, then end the audio."""
-    send, recv = trio.open_memory_channel[bytes](100)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(DeepgramSTT(settings).run, recv, make_link(events))
-        async with send:
-            await script(send)
-
-
-def utterance(seconds: float = 1.0) -> bytes:
-    return silence(0.2) + tone(seconds) + silence(1.6)
+    await run_recognizer(DeepgramSTT(settings), script, events)
 
 
 async def test_query_string_and_auth_carry_the_settings(autojump_clock):
@@ -119,114 +92,6 @@ async def test_empty_interims_are_skipped_and_an_empty_turn_end_is_reported(auto
     assert events[1] == Transcript("", is_final=True, speech_final=True)
 
 
-async def test_keepalive_is_sent_while_audio_pauses(autojump_clock):
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.append("still there")
-
-        async def script(send):
-            await play(send, silence(0.2))
-            await trio.sleep(12)  # longer than the service's 10 s idle limit
-            await play(send, utterance(0.6))
-
-        await run_call(settings_for(fake), script, events)
-        sessions = fake.listen_sessions
-    assert len(sessions) == 1, "the idle limit must not have closed the stream"
-    assert sessions[0].control_types() == ["KeepAlive"] * 4 + ["CloseStream"]
-    assert Transcript("still there", is_final=True, speech_final=True) in events
-
-
-async def test_without_keepalive_the_fake_closes_1011_and_we_reconnect(autojump_clock, caplog):
-    caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.append("are you there")
-
-        async def script(send):
-            await play(send, silence(0.2))
-            await trio.sleep(11)
-            await play(send, utterance(0.6))
-
-        await run_call(settings_for(fake, keepalive_after=60), script, events)
-        sessions = fake.listen_sessions
-    assert [s.close_code for s in sessions] == [1011, 1000]
-    assert "connection closed with 1011" in caplog.text
-    assert Transcript("are you there", is_final=True, speech_final=True) in events
-
-
-async def test_dropped_socket_reconnects_and_next_utterance_is_heard(autojump_clock, caplog):
-    caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.extend(["first question", "second question"])
-
-        async def script(send):
-            await play(send, utterance(0.8))
-            assert await fake.drop_listen() == 1
-            await play(send, tone(0.8) + silence(1.6))
-
-        await run_call(settings_for(fake), script, events)
-        sessions = fake.listen_sessions
-    finals = [e.text for e in events if isinstance(e, Transcript) and e.is_final]
-    assert finals == ["first question", "second question"]
-    assert len(sessions) == 2
-    assert "reconnecting in 0.25 s (attempt 1)" in caplog.text
-    # Audio that arrived while disconnected was replayed on the new connection.
-    assert tone(0.8) in bytes(sessions[1].audio)
-
-
-async def test_refused_handshake_401_is_not_retried(autojump_clock, caplog):
-    caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key="another-key") as fake:
-
-        async def script(send):
-            await play(send, utterance(0.6))
-            await trio.sleep(5)
-            await play(send, utterance(0.6))
-
-        with trio.fail_after(60):
-            await run_call(settings_for(fake), script, events)
-        assert fake.rejected == [("/v1/listen", 401)]
-        assert fake.listen_sessions == []
-    assert events == [SttLost("handshake refused with HTTP 401 (Invalid credentials.)")]
-    assert "HTTP 401 (Invalid credentials.)" in caplog.text
-    assert "not retrying" in caplog.text
-
-
-async def test_server_error_on_handshake_is_retried_with_backoff(autojump_clock, caplog):
-    caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY, refuse_listen=503) as fake:
-        fake.transcripts.append("finally")
-
-        async def script(send):
-            await play(send, silence(1.5))
-            fake.refuse_listen = None
-            await play(send, utterance(0.6))
-
-        await run_call(settings_for(fake), script, events)
-        refusals = len(fake.rejected)
-    assert refusals >= 3
-    for delay in ("0.25", "0.50", "1.00"):
-        assert f"reconnecting in {delay} s" in caplog.text
-    assert Transcript("finally", is_final=True, speech_final=True) in events
-
-
-def test_backlog_is_bounded_and_confirmed_by_finals():
-    backlog = AudioBacklog(max_bytes=480)
-    for i in range(5):
-        backlog.append(bytes([i]) * 160, at=i * 0.02)
-    assert [c.index for c in backlog.chunks] == [2, 3, 4]  # the oldest fell out
-    for n, chunk in enumerate(backlog.chunks):
-        chunk.sent_at = n * 160
-    assert backlog.call_time_of(200) == pytest.approx(0.06 + 40 / 8000)
-    backlog.confirm(320)
-    assert [c.index for c in backlog.chunks] == [4]
-    backlog.new_connection()
-    assert backlog.call_time_of(0) is None
-
-
 # -- the fake's own protocol, seen by a bare client ----------------------------
 
 
@@ -260,29 +125,3 @@ async def test_fake_refuses_a_bad_key_with_dg_error(autojump_clock):
     assert refused.value.status_code == 401
     assert (b"dg-error", b"Invalid credentials.") in refused.value.headers
     assert json.loads(refused.value.body)["err_code"] == "INVALID_AUTH"
-
-
-async def test_an_outage_is_reported_and_what_the_caller_said_meanwhile_is_heard_after(
-    autojump_clock, caplog
-):
-    """Deepgram is down for 15 s while the caller talks: the engine is told, nothing is lost."""
-    caplog.set_level(logging.WARNING)
-    events: list = []
-    async with run_fake_deepgram(api_key=KEY) as fake:
-        fake.transcripts.extend(["before the outage", "during the outage"])
-
-        async def script(send):
-            await play(send, utterance(0.8))
-            fake.refuse_listen = 503
-            assert await fake.drop_listen() == 1
-            await play(send, silence(1.0) + tone(1.2) + silence(12.0))
-            fake.refuse_listen = None
-            await play(send, silence(3.0))
-
-        await run_call(settings_for(fake), script, events)
-    finals = [e.text for e in events if isinstance(e, Transcript) and e.is_final]
-    assert finals == ["before the outage", "during the outage"]
-    lost = [i for i, e in enumerate(events) if isinstance(e, SttLost)]
-    back = [i for i, e in enumerate(events) if isinstance(e, SttRestored)]
-    assert len(lost) == len(back) == 1 and lost[0] < back[0]
-    assert events.index(Transcript("during the outage", is_final=True, speech_final=True)) > back[0]

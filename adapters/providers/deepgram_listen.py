@@ -25,7 +25,7 @@ import itertools
 import json
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import trio
@@ -37,7 +37,7 @@ from trio_websocket import (
 )
 
 from adapters.media.audio import PHONE_RATE
-from adapters.providers.deepgram import refusal_detail
+from adapters.providers.deepgram import auth_headers, refusal_detail
 from adapters.providers.interfaces import AudioSource, ProviderLink
 from adapters.providers.wsclient import open_client
 from engine.events import SttLost, SttRestored
@@ -48,21 +48,27 @@ FATAL_STATUSES = frozenset({400, 401, 402, 403})
 FATAL_CLOSE_CODES = frozenset({1008})
 
 
-class ListenSettings(Protocol):
-    """The knobs the shared loop reads; each recognizer's settings class has them."""
+@attrs.frozen
+class StreamSettings:
+    """Where Deepgram is, and how the shared loop keeps the stream alive; each recognizer's
+    settings add what it asks of the service."""
 
-    @property
-    def keepalive_after(self) -> float: ...
-    @property
-    def backlog_seconds(self) -> float: ...
-    @property
-    def backoff(self) -> tuple[float, ...]: ...
-    @property
-    def connect_timeout(self) -> float: ...
-    @property
-    def close_timeout(self) -> float: ...
+    api_key: str = attrs.field(default="", repr=False)
+    url: str = "wss://api.deepgram.com"
+    keyterms: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Send the recognizer's sign of life after this long without audio.
+    keepalive_after: float = 3.0
+    #: At most this much unconfirmed caller audio is kept for replay after a reconnect: an
+    #: outage this long loses none of what the caller said (8 KB a second).
+    backlog_seconds: float = 30.0
+    #: Waits between reconnection attempts; the last one repeats.
+    backoff: tuple[float, ...] = attrs.field(default=(0.25, 0.5, 1.0, 2.0), converter=tuple)
+    connect_timeout: float = 5.0
+    #: How long to wait for the last results and the close after CloseStream.
+    close_timeout: float = 3.0
 
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return auth_headers(self.api_key)
 
 
 @attrs.define
@@ -169,7 +175,7 @@ class ListenSession:
     hear when the connection is abandoned (:meth:`abandon`).
     """
 
-    settings: ListenSettings
+    settings: StreamSettings
     backlog: AudioBacklog
     link: ProviderLink
     #: For the log: which recognizer speaks.
@@ -288,7 +294,7 @@ class ListenSession:
 async def listen(
     name: str,
     url: str,
-    settings: ListenSettings,
+    settings: StreamSettings,
     audio: AudioSource,
     link: ProviderLink,
     new_session: Callable[[AudioBacklog], ListenSession],
@@ -311,7 +317,7 @@ async def _pump(audio: AudioSource, backlog: AudioBacklog, link: ProviderLink) -
 async def _connect_loop(
     name: str,
     url: str,
-    settings: ListenSettings,
+    settings: StreamSettings,
     backlog: AudioBacklog,
     link: ProviderLink,
     new_session: Callable[[AudioBacklog], ListenSession],

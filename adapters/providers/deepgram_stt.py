@@ -19,23 +19,26 @@ from urllib.parse import urlencode
 import attrs
 from trio_websocket import WebSocketConnection
 
-from adapters.providers.deepgram import auth_headers
-from adapters.providers.deepgram_listen import AudioBacklog, ListenSession, audio_offset, listen
+from adapters.providers.deepgram_listen import (
+    AudioBacklog,
+    ListenSession,
+    StreamSettings,
+    audio_offset,
+    listen,
+)
 from adapters.providers.interfaces import AudioSource, ProviderLink
 from engine.events import CallerPaused, CallerSpeechStarted, Transcript
 
 
 @attrs.frozen
-class DeepgramSettings:
-    """How to reach Deepgram and what to ask of it.
+class DeepgramSettings(StreamSettings):
+    """What to ask of Nova (where it is, and the stream's own knobs: :class:`StreamSettings`).
 
     ``endpointing`` is the silence (ms) before ``speech_final``; the service
     default of 10 ms cuts callers off mid-thought, 300 suits a conversation.
     ``utterance_end_ms`` backs it up when noise hides the silence.
     """
 
-    api_key: str = attrs.field(default="", repr=False)
-    url: str = "wss://api.deepgram.com"
     model: str = "nova-3"
     language: str = "en"
     interim_results: bool = True
@@ -43,17 +46,6 @@ class DeepgramSettings:
     utterance_end_ms: int = 1000
     vad_events: bool = True
     smart_format: bool = True
-    keyterms: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    #: Send KeepAlive after this long without audio (the service closes after 10 s).
-    keepalive_after: float = 3.0
-    #: At most this much unconfirmed caller audio is kept for replay after a reconnect: an
-    #: outage this long loses none of what the caller said (8 KB a second).
-    backlog_seconds: float = 30.0
-    #: Waits between reconnection attempts; the last one repeats.
-    backoff: tuple[float, ...] = attrs.field(default=(0.25, 0.5, 1.0, 2.0), converter=tuple)
-    connect_timeout: float = 5.0
-    #: How long to wait for the last finals and the close after CloseStream.
-    close_timeout: float = 3.0
 
     def listen_url(self) -> str:
         """The ``/v1/listen`` URL; a list parameter is repeated, as the API wants."""
@@ -71,9 +63,6 @@ class DeepgramSettings:
         ]
         params += [("keyterm", term) for term in self.keyterms]
         return f"{self.url.rstrip('/')}/v1/listen?{urlencode(params)}"
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return auth_headers(self.api_key)
 
 
 def _bool(value: bool) -> str:
