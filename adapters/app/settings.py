@@ -111,6 +111,23 @@ class DeepgramListenOptions(_Table):
     close_timeout: float = 3.0
 
 
+class DeepgramFluxOptions(_Table):
+    """``[deepgram_flux]``: Deepgram Flux, the recognizer that ends turns (``deepgram_flux.py``)."""
+
+    model: str = "flux-general-en"
+    eot_threshold: float | None = None
+    eager_eot_threshold: float | None = 0.5
+    eot_timeout_ms: int | None = None
+    keyterms: tuple[str, ...] = ()
+    chunk_ms: int = 80
+    keepalive_after: float = 5.0
+    backlog_seconds: float = 30.0
+    replay_margin: float = 1.0
+    backoff: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    connect_timeout: float = 5.0
+    close_timeout: float = 3.0
+
+
 class EspeakOptions(_Table):
     """``[espeak]``: the offline voice (``adapters/offline/espeak.py``)."""
 
@@ -181,7 +198,7 @@ class ServerSettings(BaseSettings):
     agent_file: Path | None = None
 
     # Which providers answer: auto picks the real one when its key is set.
-    stt_provider: Literal["auto", "offline", "deepgram"] = "auto"
+    stt_provider: Literal["auto", "offline", "deepgram", "deepgram-flux"] = "auto"
     llm_provider: Literal["auto", "scripted", "openai"] = "auto"
     tts_provider: Literal["auto", "offline", "openai", "deepgram"] = "auto"
     local_vad: Literal["webrtc", "silero"] = "webrtc"
@@ -198,6 +215,7 @@ class ServerSettings(BaseSettings):
     openai_speech: OpenAISpeechOptions = OpenAISpeechOptions()
     deepgram_speech: DeepgramSpeechOptions = DeepgramSpeechOptions()
     deepgram_listen: DeepgramListenOptions = DeepgramListenOptions()
+    deepgram_flux: DeepgramFluxOptions = DeepgramFluxOptions()
     espeak: EspeakOptions = EspeakOptions()
     #: The offline scripted brain's script (``adapters/offline/scripted.py``); built-in when unset.
     script: Path | None = None

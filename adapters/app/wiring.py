@@ -75,6 +75,15 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
             url=settings.deepgram_url,
         )
         stt_factory: Any = functools.partial(DeepgramSTT, listen)
+    elif stt == "deepgram-flux":
+        from adapters.providers.deepgram_flux import DeepgramFlux, FluxSettings
+
+        flux = FluxSettings(
+            **settings.deepgram_flux.model_dump(),
+            api_key=_key(settings, "deepgram_api_key", stt, "STT"),
+            url=settings.deepgram_url,
+        )
+        stt_factory = functools.partial(DeepgramFlux, flux)
     else:
         from adapters.offline.sphinx import SphinxSTT
 
@@ -108,8 +117,10 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
 
     barge_in = settings.barge_in_source
     # The offline recognizer already runs the local VAD; a cloud one gets it beside it.
+    # With Flux, the recognizer's barge-in ("stt") is its StartOfTurn.
+    cloud = stt in ("deepgram", "deepgram-flux")
     vad = None
-    if stt == "deepgram" and barge_in in ("vad", "both"):
+    if cloud and barge_in in ("vad", "both"):
         from adapters.media.vad import LocalVad
 
         vad = LocalVad(kind=settings.local_vad)
@@ -126,7 +137,7 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
         tts=voice,
         names=names,
         vad=vad,
-        stt_speech_events=not (stt == "deepgram" and barge_in == "vad"),
+        stt_speech_events=not (cloud and barge_in == "vad"),
     )
     return providers, config
 
