@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 from collections import deque
 
-import numpy as np
 import trio
 from serving import running_server
 
 from adapters.app.settings import ServerSettings
-from adapters.media.audio import ulaw_encode
 from adapters.providers.deepgram_flux import DeepgramFlux, FluxSettings
 from adapters.providers.interfaces import Providers
 from adapters.providers.openai_chat import ChatSettings, OpenAIChat
@@ -25,23 +23,11 @@ from adapters.providers.openai_speech import OpenAISpeech, SpeechSettings
 from adapters.simulator.caller import CallerLine, CallerScript, simulate
 from engine.config import AgentConfig
 from engine.replay import replay
-from fixtures.fake_deepgram import run_fake_deepgram, silence
+from fixtures.fake_deepgram import run_fake_deepgram
+from fixtures.fake_flux import spoken
 from fixtures.fake_openai import FakeOpenAI, Reply, run_fake_openai
 
 REPLY = "Certainly, a table for two at eight. Shall I book it?"
-
-
-def voice(text: str) -> bytes:
-    """Stand-in caller speech the fake hears: a tone per stretch of words, 300 ms between them.
-
-    The fake Flux reads the same ``|`` in its script line as that pause.
-    """
-    stretches = []
-    for part in text.split("|"):
-        seconds = 0.4 + 0.03 * len(part.strip())
-        t = np.arange(int(8000 * seconds)) / 8000
-        stretches.append(ulaw_encode((np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16)))
-    return silence(0.3).join(stretches)
 
 
 async def call(tmp_path, lines: list[str]) -> tuple[list[dict], list[str], object]:
@@ -62,7 +48,7 @@ async def call(tmp_path, lines: list[str]) -> tuple[list[dict], list[str], objec
             names={"stt": "deepgram-flux", "llm": "openai", "tts": "openai"},
         )
         async with running_server(settings, config, providers) as app:
-            result = await simulate(app.base_url, script, speak=voice)
+            result = await simulate(app.base_url, script, speak=spoken)
             with trio.fail_after(30):
                 while not app.switchboard.finished_logs:
                     await trio.sleep(0.05)
