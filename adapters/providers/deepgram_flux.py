@@ -103,9 +103,7 @@ class DeepgramFlux:
                 replay_margin=self.settings.replay_margin,
             )
 
-        await listen(
-            "deepgram flux", self.settings.listen_url(), self.settings, audio, link, session
-        )
+        await listen(self.settings.listen_url(), self.settings, audio, link, session)
 
 
 @attrs.define(eq=False)

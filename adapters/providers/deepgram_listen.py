@@ -292,7 +292,6 @@ class ListenSession:
 
 
 async def listen(
-    name: str,
     url: str,
     settings: StreamSettings,
     audio: AudioSource,
@@ -303,7 +302,7 @@ async def listen(
     backlog = AudioBacklog(max_bytes=round(settings.backlog_seconds * PHONE_RATE))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_pump, audio, backlog, link)
-        await _connect_loop(name, url, settings, backlog, link, new_session)
+        await _connect_loop(url, settings, backlog, link, new_session)
 
 
 async def _pump(audio: AudioSource, backlog: AudioBacklog, link: ProviderLink) -> None:
@@ -315,7 +314,6 @@ async def _pump(audio: AudioSource, backlog: AudioBacklog, link: ProviderLink) -
 
 
 async def _connect_loop(
-    name: str,
     url: str,
     settings: StreamSettings,
     backlog: AudioBacklog,
@@ -328,6 +326,7 @@ async def _connect_loop(
     down = False
     while not backlog.closed:
         session = new_session(backlog)
+        name = session.name
         fatal = reason = ""
         try:
             async with open_client(url, settings.headers(), settings.connect_timeout) as ws:

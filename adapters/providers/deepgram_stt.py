@@ -84,9 +84,7 @@ class DeepgramSTT:
         def session(backlog: AudioBacklog) -> _NovaSession:
             return _NovaSession(self.settings, backlog, link, name="deepgram stt")
 
-        await listen(
-            "deepgram stt", self.settings.listen_url(), self.settings, audio, link, session
-        )
+        await listen(self.settings.listen_url(), self.settings, audio, link, session)
 
 
 @attrs.define(eq=False)
