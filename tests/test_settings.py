@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from adapters.app import cli
 from adapters.app.settings import (
+    DeepgramFluxOptions,
     DeepgramListenOptions,
     DeepgramSpeechOptions,
     EspeakOptions,
@@ -23,6 +24,7 @@ from adapters.app.settings import (
 from adapters.app.settings_messages import effective
 from adapters.app.wiring import build_providers
 from adapters.offline.espeak import Espeak
+from adapters.providers.deepgram_flux import DeepgramFlux, FluxSettings
 from adapters.providers.deepgram_stt import DeepgramSettings
 from adapters.providers.deepgram_tts import AuraSettings
 from adapters.providers.openai_chat import ChatSettings
@@ -120,7 +122,7 @@ def test_the_agent_section_builds_the_engines_own_config(tmp_path):
         ({"RECORD_AUDIO": "maybe"}, "RECORD_AUDIO='maybe': not true or false"),
         (
             {"STT_PROVIDER": "whisper"},
-            "STT_PROVIDER='whisper': choose 'auto', 'offline' or 'deepgram'",
+            "STT_PROVIDER='whisper': choose 'auto', 'offline', 'deepgram' or 'deepgram-flux'",
         ),
         ({"OPENAI_CHAT__MAX_TOOL_ROUNDS": "x"}, "OPENAI_CHAT__MAX_TOOL_ROUNDS='x': not an integer"),
         (
@@ -275,6 +277,28 @@ def test_each_provider_gets_its_options_from_the_agent_file(tmp_path):
     assert offline.tts.espeak.rate_wpm == 150
 
 
+def test_flux_listens_with_its_own_table_and_its_turn_starts_can_barge_in(tmp_path):
+    agent = write(tmp_path / "agent.toml", "[deepgram_flux]\neager_eot_threshold = 0.4\n")
+    env = {
+        "AGENT_FILE": str(agent),
+        "DEEPGRAM_API_KEY": "deepgram-key",
+        "STT_PROVIDER": "deepgram-flux",
+    }
+    providers, _ = build_providers(ServerSettings.from_env(env))
+    recognizer = providers.stt()
+    assert isinstance(recognizer, DeepgramFlux)
+    assert (recognizer.settings.eager_eot_threshold, recognizer.settings.api_key) == (
+        0.4,
+        "deepgram-key",
+    )
+    assert providers.names["stt"] == "deepgram-flux"
+    assert providers.vad is not None and providers.stt_speech_events  # "both", the default
+    stt_only, _ = build_providers(ServerSettings.from_env(env, barge_in_source="stt"))
+    assert stt_only.vad is None and stt_only.stt_speech_events
+    vad_only, _ = build_providers(ServerSettings.from_env(env, barge_in_source="vad"))
+    assert vad_only.vad is not None and not vad_only.stt_speech_events
+
+
 def test_a_forced_provider_without_its_key_is_refused_at_start_up():
     with pytest.raises(ValueError, match=r"^LLM_PROVIDER='openai' needs OPENAI_API_KEY"):
         build_providers(ServerSettings.from_env({"LLM_PROVIDER": "openai"}))
@@ -289,6 +313,7 @@ def test_a_forced_provider_without_its_key_is_refused_at_start_up():
         (OpenAISpeechOptions, SpeechSettings),
         (DeepgramSpeechOptions, AuraSettings),
         (DeepgramListenOptions, DeepgramSettings),
+        (DeepgramFluxOptions, FluxSettings),
         (EspeakOptions, Espeak),
     ],
 )

@@ -53,6 +53,7 @@ from adapters.app.settings_sources import (
     nest,
     read_sources,
 )
+from adapters.providers.deepgram_flux import FluxSettings
 from adapters.providers.deepgram_stt import DeepgramSettings
 from adapters.vobiz.rest import DEFAULT_BASE_URL as VOBIZ_API_URL
 from engine.config import AgentConfig
@@ -60,6 +61,7 @@ from engine.config import AgentConfig
 __all__ = [
     "SOURCES",
     "AgentOptions",
+    "DeepgramFluxOptions",
     "DeepgramListenOptions",
     "DeepgramSpeechOptions",
     "EspeakOptions",
@@ -142,6 +144,12 @@ DeepgramListenOptions = _table_of(
     "``[deepgram_listen]``: Deepgram's recognizer (``adapters/providers/deepgram_stt.py``).",
     leave_out=("api_key", "url"),
 )
+DeepgramFluxOptions = _table_of(
+    FluxSettings,
+    "DeepgramFluxOptions",
+    "``[deepgram_flux]``: Deepgram Flux, the recognizer that ends turns (``deepgram_flux.py``).",
+    leave_out=("api_key", "url"),
+)
 
 
 class ServerSettings(BaseSettings):
@@ -186,7 +194,7 @@ class ServerSettings(BaseSettings):
     agent_file: Path | None = None
 
     # Which providers answer: auto picks the real one when its key is set.
-    stt_provider: Literal["auto", "offline", "deepgram"] = "auto"
+    stt_provider: Literal["auto", "offline", "deepgram", "deepgram-flux"] = "auto"
     llm_provider: Literal["auto", "scripted", "openai"] = "auto"
     tts_provider: Literal["auto", "offline", "openai", "deepgram"] = "auto"
     local_vad: Literal["webrtc", "silero"] = "webrtc"
@@ -203,6 +211,7 @@ class ServerSettings(BaseSettings):
     openai_speech: OpenAISpeechOptions = OpenAISpeechOptions()
     deepgram_speech: DeepgramSpeechOptions = DeepgramSpeechOptions()
     deepgram_listen: DeepgramListenOptions = DeepgramListenOptions()  # type: ignore[valid-type]
+    deepgram_flux: DeepgramFluxOptions = DeepgramFluxOptions()  # type: ignore[valid-type]
     espeak: EspeakOptions = EspeakOptions()
     #: The offline scripted brain's script (``adapters/offline/scripted.py``); built-in when unset.
     script: Path | None = None

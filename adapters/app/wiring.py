@@ -23,6 +23,9 @@ from adapters.providers.interfaces import (
 )
 from engine.config import AgentConfig
 
+#: Recognizers in the cloud: the local VAD may run beside them to notice barge-ins.
+CLOUD_RECOGNIZERS = ("deepgram", "deepgram-flux")
+
 
 def _key(settings: ServerSettings, key: str, choice: str, what: str) -> str:
     """A forced provider without its key fails at start-up, not on every call."""
@@ -66,7 +69,9 @@ def build_providers(settings: ServerSettings) -> tuple[Providers, AgentConfig]:
         tts=_voice(settings, tts),
         names=names,
         vad=_local_vad(settings, stt),
-        stt_speech_events=not (stt == "deepgram" and barge_in == "vad"),
+        # With a cloud recognizer and BARGE_IN_SOURCE=vad, only the local VAD says "barge-in"
+        # (Flux's is its StartOfTurn).
+        stt_speech_events=not (stt in CLOUD_RECOGNIZERS and barge_in == "vad"),
     )
     return providers, config
 
@@ -112,6 +117,15 @@ def _recognizer(
             url=settings.deepgram_url,
         )
         return functools.partial(DeepgramSTT, listen)
+    if stt == "deepgram-flux":
+        from adapters.providers.deepgram_flux import DeepgramFlux, FluxSettings
+
+        flux = FluxSettings(
+            **settings.deepgram_flux.model_dump(),  # type: ignore[attr-defined]
+            api_key=_key(settings, "deepgram_api_key", stt, "STT"),
+            url=settings.deepgram_url,
+        )
+        return functools.partial(DeepgramFlux, flux)
     from adapters.offline.sphinx import SphinxSTT
 
     # The offline recognizer is far more accurate when told what to expect.
@@ -149,7 +163,7 @@ def _local_vad(settings: ServerSettings, stt: str) -> VoiceActivity | None:
 
     The offline recognizer already runs the local VAD itself.
     """
-    if stt == "deepgram" and settings.barge_in_source in ("vad", "both"):
+    if stt in CLOUD_RECOGNIZERS and settings.barge_in_source in ("vad", "both"):
         from adapters.media.vad import LocalVad
 
         return LocalVad(kind=settings.local_vad)
