@@ -173,6 +173,8 @@ class ServerSettings(BaseSettings):
 
     call_log_dir: Path = Path("calls")
     record_audio: bool = False
+    #: The console log's lines: text, or one JSON object each (``adapters/ops/logs.py``).
+    log_format: Literal["text", "json"] = "text"
     #: Calls held at once (answered and waiting for their stream, or live).
     max_calls: int = Field(50, ge=0)
     #: The media stream's format (the answer's ``contentType``); checked when the app is made.

@@ -25,6 +25,7 @@ import trio
 from adapters.app.admission import CallBook, NewCall, Reconnect, Refused
 from adapters.app.settings import ServerSettings
 from adapters.call.runner import CallOptions, CallRunner
+from adapters.ops import metrics
 from adapters.providers.interfaces import Providers
 from adapters.vobiz.rest import VobizRest
 from adapters.vobiz.signature import NonceMemory
@@ -71,6 +72,8 @@ class Switchboard:
     hangups_in: trio.Event = attrs.field(factory=trio.Event)
     #: Sees every call's log records as they are written (the console's live view).
     log_listener: Callable[[str, dict[str, Any]], None] | None = None
+    #: Reads every call's log records too, for the per-turn figures of ``/metrics``.
+    figures: metrics.CallFigures = attrs.field(factory=metrics.CallFigures)
 
     def __attrs_post_init__(self) -> None:
         self.book = CallBook(self.settings.max_calls)
@@ -112,8 +115,20 @@ class Switchboard:
             reconnect_window=RECONNECT_WINDOW if retries else 0.0,
             max_reconnects=retries,
             stop_grace=self.stop_grace,
-            log_listener=self.log_listener,
+            log_listener=self._listeners(),
         )
+
+    def _listeners(self) -> Callable[[str, dict[str, Any]], None]:
+        """The figures always read the logs; the console or the demo may too."""
+        figures, other = self.figures, self.log_listener
+        if other is None:
+            return figures
+
+        def both(call_id: str, record: dict[str, Any]) -> None:
+            figures(call_id, record)
+            other(call_id, record)
+
+        return both
 
     def _transfer_url(self, to: str) -> str:
         return f"{self.settings.public_url}/transfer?to={quote(to)}"
@@ -125,19 +140,26 @@ class Switchboard:
             call_id = self.tokens.verify(token, self.wall_clock())
         except TokenError as exc:
             log.warning("refused media socket: token %s", exc.reason)
+            metrics.refused("socket", f"token {exc.reason}")
             return None
         claim = self.book.claim(call_id, trio.current_time())
         if isinstance(claim, Refused):
-            log.warning("[call %s] refused media socket: %s", call_id, claim.reason)
+            log.warning("refused media socket: %s", claim.reason, extra={"call_id": call_id})
+            metrics.refused("socket", claim.reason)
             return None
         return call_id, claim
 
     def started(self, call_id: str, runner: CallRunner) -> None:
         self.book.started(call_id, runner)
         self.idle = trio.Event()
+        metrics.CALLS_STARTED.inc()
+        metrics.CALLS_LIVE.inc()
 
     def finished(self, call_id: str, runner: CallRunner) -> None:
         self.book.finished(call_id)
+        metrics.CALLS_LIVE.dec()
+        metrics.CALLS_ENDED.labels(metrics.end_reason(runner.end_reason)).inc()
+        self.figures.forget(call_id)
         self.finished_logs.append(runner.path)
         if not runner.hangup_heard:
             self.awaiting_hangup[call_id] = None

@@ -34,6 +34,7 @@ from trio_websocket import (
 )
 
 from adapters.media.audio import PHONE_RATE
+from adapters.ops import metrics
 from adapters.providers.deepgram import auth_headers, refusal_detail
 from adapters.providers.interfaces import AudioSource, ProviderLink
 from adapters.providers.wsclient import open_client
@@ -213,10 +214,14 @@ class DeepgramSTT:
         failures = 0
         url = settings.listen_url()
         down = False
+        connect = "stt_connect"  # the call's first connection; later ones are reconnects
         while not backlog.closed:
             session = _Session(settings, backlog, link)
+            began = trio.current_time()
             try:
                 async with open_client(url, settings.headers(), settings.connect_timeout) as ws:
+                    elapsed = trio.current_time() - began
+                    metrics.PROVIDER_LATENCY.labels("deepgram", connect).observe(elapsed)
                     if down:
                         down = False
                         await link.emit(SttRestored())
@@ -224,6 +229,7 @@ class DeepgramSTT:
                 return  # CloseStream answered: the call's audio has ended
             except ConnectionRejected as exc:
                 if exc.status_code in FATAL_STATUSES:
+                    metrics.PROVIDER_ERRORS.labels("deepgram", "stt").inc()
                     why = f"handshake refused with HTTP {exc.status_code} ({refusal_detail(exc)})"
                     link.log.error(
                         "deepgram stt: %s; not retrying, the call goes on without speech "
@@ -235,6 +241,7 @@ class DeepgramSTT:
                     return
                 reason = f"handshake refused with HTTP {exc.status_code} ({refusal_detail(exc)})"
             except _Fatal as exc:
+                metrics.PROVIDER_ERRORS.labels("deepgram", "stt").inc()
                 link.log.error("deepgram stt: %s; not retrying", exc)
                 if not down:
                     await link.emit(SttLost(str(exc)[:200]))
@@ -243,6 +250,8 @@ class DeepgramSTT:
                 reason = str(exc)
             except (HandshakeError, OSError, ConnectionClosed) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            metrics.PROVIDER_ERRORS.labels("deepgram", "stt").inc()
+            connect = "stt_reconnect"
             if session.heard_from_server:
                 failures = 0
             if backlog.closed:
