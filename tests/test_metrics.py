@@ -112,12 +112,16 @@ async def test_metrics_after_a_simulated_call_with_a_barge_in(tmp_path):
 
     latency = "voice_agent_provider_latency_seconds_count"
     assert change(latency, provider="deepgram", kind="stt_connect") == 1
+    # One figure per request that got its first text or audio (a sentence said again after
+    # an interruption is a request again).
     asked = [r for r in records if r.get("command") == "StartCompletion"]
     answered = {r["utterance"] for r in records if r.get("event") == "LlmText"}
-    assert change(latency, provider="openai", kind="llm_first_token") == len(answered)
-    assert 1 <= len(answered) <= len(asked)
+    assert 1 <= len(answered) <= change(latency, provider="openai", kind="llm_first_token")
+    assert change(latency, provider="openai", kind="llm_first_token") <= len(asked)
+    synthesized = [r for r in records if r.get("command") == "Synthesize"]
     voiced = {(r["utterance"], r["seq"]) for r in records if r.get("event") == "TtsAudio"}
-    assert change(latency, provider="openai", kind="tts_first_byte") == len(voiced)
+    assert 1 <= len(voiced) <= change(latency, provider="openai", kind="tts_first_byte")
+    assert change(latency, provider="openai", kind="tts_first_byte") <= len(synthesized)
     assert change("voice_agent_provider_errors_total", provider="openai", kind="llm") == 0
     # The call took seconds: the loop's lag was sampled meanwhile.
     assert change("voice_agent_event_loop_lag_seconds_count") >= 1
