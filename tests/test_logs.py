@@ -14,9 +14,13 @@ import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
+from serving import running_server
+from stand_ins import quiet
 
+from adapters.app.settings import ServerSettings
 from adapters.call.record import call_logger
 from adapters.ops import logs
+from engine.config import AgentConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +71,20 @@ def test_a_json_line_is_one_line_whatever_it_says():
     entry = logs.formatter("json").format(record("a\nb\u2028c", call_id="x\ny", exc=True))
     assert "\n" not in entry and "\u2028" not in entry
     assert json.loads(entry)["exception"].startswith("Traceback")
+
+
+async def test_a_requested_path_cannot_forge_a_text_line(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "voice_agent.access")
+    forged = "/x%0A2026-11-28 INFO voice_agent.call: [call victim] ended"
+    settings = ServerSettings(call_log_dir=tmp_path)
+    async with (
+        running_server(settings, AgentConfig(), quiet()) as app,
+        httpx.AsyncClient() as client,
+    ):
+        assert (await client.get(app.base_url + forged)).status_code == 404
+    (access,) = [r for r in caplog.records if r.name == "voice_agent.access"]
+    line = logs.formatter("text").format(access)
+    assert "\n" not in line and '"GET /x\\x0a2026-11-28 INFO' in line
 
 
 def test_an_unknown_format_is_refused_naming_the_setting():

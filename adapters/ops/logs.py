@@ -44,9 +44,13 @@ def _call_id(record: logging.LogRecord) -> str | None:
     return None if call_id is None else str(call_id)
 
 
+def _escaped(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: [call <id>] message``; the id's control characters escaped, so
-    a webhook's call id cannot start a forged line."""
+    """``time LEVEL logger: [call <id>] message``, control characters escaped: a webhook's
+    call id or a requested path (``/%0A…`` in an access line) cannot start a forged line."""
 
     LINE = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -55,10 +59,9 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         call_id = _call_id(record)
-        message = record.message
+        message = _escaped(record.message)
         if call_id is not None:
-            shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", call_id)
-            message = f"[call {shown}] {message}"
+            message = f"[call {_escaped(call_id)}] {message}"
         return redacted(self.LINE % (record.__dict__ | {"message": message}))
 
     def formatException(self, ei: Any) -> str:
