@@ -27,6 +27,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from adapters.app.settings import ServerSettings
+from adapters.ops import logs
 from adapters.providers.interfaces import Providers
 from adapters.providers.wsclient import open_client
 from adapters.simulator.wire import stream_url
@@ -344,6 +345,9 @@ async def test_a_newline_in_a_webhooks_call_id_cannot_forge_a_console_line(tmp_p
     ):
         for path in ("/hangup", "/stream-status"):
             await client.post(f"{app.base_url}{path}", data={"CallUUID": forged})
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("voice_agent")]
-    assert any("x\\n2026" in m for m in messages)
-    assert not any("\n" in m for m in messages)
+    ours = [r for r in caplog.records if r.name.startswith("voice_agent")]
+    text = [logs.formatter("text").format(r) for r in ours]
+    lines = [json.loads(logs.formatter("json").format(r)) for r in ours]
+    assert any("[call x\\n2026" in line for line in text)  # the call id: a field, escaped
+    assert any(line.get("call_id", "").startswith("x\\n2026") for line in lines)
+    assert not any("\n" in line for line in text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from stand_ins import Ear, Hears, Talker
 from adapters.app import cli
 from adapters.app.server import create_app
 from adapters.app.settings import ServerSettings
+from adapters.ops import logs
 from adapters.providers.interfaces import Providers
 from adapters.simulator import vobiz_rules
 from adapters.simulator.caller import simulate
@@ -308,6 +310,52 @@ async def test_stream_trouble_is_kept_in_the_log_without_the_stream_token(tmp_pa
     assert note["Error"] == "connection disconnected with the remote service"
     assert "the-live-stream-token" not in path.read_text()
     assert "stream trouble" in caplog.text
+
+
+async def test_no_log_line_and_no_call_log_holds_the_live_stream_token_or_a_key(tmp_path, caplog):
+    """Every line written while a signed call runs, as JSON: the call's lines carry its id as a
+    field, and neither they nor the call log hold its stream token (not even as the status
+    callback's ``ServiceURL`` brings it back) or a key."""
+    caplog.set_level(logging.INFO)
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(logs.formatter("json"))
+    logging.getLogger().addHandler(handler)
+    providers = Providers(stt=Ear(), llm=Talker(), tts=Talker())
+    try:
+        async with running_server(settings(tmp_path, **signed()), AgentConfig(), providers) as app:
+            board = app.switchboard
+            board.wall_clock = lambda: 1_900_000_000.0  # so the test knows the token minted
+            live_token = board.tokens.issue("live-1", board.wall_clock(), board.token_lifetime())
+            async with call_in_progress(
+                app, CallerScript(lines=(), hang_up_after=1.5), auth_token=TOKEN
+            ):
+                url = f"{app.base_url}/stream-status"
+                status = {
+                    "CallUUID": "live-1",
+                    "StreamID": "stream-1",
+                    "Event": "DroppedStream",
+                    "ServiceURL": f"{board.settings.ws_base}/ws?token={live_token}",
+                }
+                async with httpx.AsyncClient() as client:
+                    await client.post(url, data=status, headers=signed_headers(url, TOKEN))
+            (path,) = await finished(app)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in written.getvalue().splitlines()]
+    calls = [line for line in lines if line["logger"] == "voice_agent.call"]
+    assert calls and all(line["call_id"] == "live-1" for line in calls)
+    assert any(
+        line.get("call_id") == "live-1" for line in lines if line["logger"] != "voice_agent.call"
+    )
+    assert any(
+        "POST /answer" in line["message"]
+        for line in lines
+        if line["logger"] == "voice_agent.access"
+    )
+    everything = written.getvalue() + path.read_text()
+    for secret in (live_token, live_token.rsplit(".", 1)[1], TOKEN, "c" * 32):
+        assert secret not in everything
 
 
 async def test_an_unsigned_stream_status_never_writes_into_a_call_log(tmp_path):

@@ -4,7 +4,6 @@ talk to the agent from the browser, inspect and replay call logs."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,21 +12,13 @@ import trio
 
 from adapters.app.arguments import parser
 from adapters.app.settings import ServerSettings
+from adapters.ops import logs
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__ or "").parse_args(argv)
-    _setup_logging(args.verbose)
+    logs.setup(args.verbose)
     return _COMMANDS[args.command](args)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:  # one line per request is noise next to a call's own log
-        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _said(prefix: str, problem: Exception) -> int:

@@ -22,6 +22,7 @@ import trio
 from adapters.app.admission import NewCall, Reconnect
 from adapters.app.webhook_trust import shown
 from adapters.call.runner import CallRunner
+from adapters.ops import metrics
 from adapters.vobiz import protocol as vobiz
 
 if TYPE_CHECKING:
@@ -172,17 +173,22 @@ async def await_start(call_id: str, transport: AsgiTransport) -> vobiz.Start | N
             try:
                 message = vobiz.parse(frame)
             except vobiz.ProtocolError as exc:
-                log.warning("[call %s] bad frame before start: %s", call_id, exc.kind)
+                log.warning("bad frame before start: %s", exc.kind, extra={"call_id": call_id})
+                metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
                 continue
             if isinstance(message, vobiz.Start):
                 if message.call_id != call_id:
                     log.warning(
-                        "[call %s] refused: start names call %s", call_id, shown(message.call_id)
+                        "refused: start names call %s",
+                        shown(message.call_id),
+                        extra={"call_id": call_id},
                     )
                     await transport.close(1008)
                     return None
                 return message
-            log.warning("[call %s] %s before start dropped", call_id, type(message).__name__)
-    log.warning("[call %s] no start event: closing", call_id)
+            log.warning(
+                "%s before start dropped", type(message).__name__, extra={"call_id": call_id}
+            )
+    log.warning("no start event: closing", extra={"call_id": call_id})
     await transport.close(1008)
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
 from quart_trio import QuartTrio
 
 from adapters.app import webhook_trust
@@ -17,6 +18,7 @@ from adapters.app.media_socket import media_socket
 from adapters.app.settings import ServerSettings, reveal
 from adapters.app.switchboard import Switchboard
 from adapters.app.webhooks import add_webhooks
+from adapters.ops import metrics
 from adapters.providers.interfaces import Providers
 from adapters.vobiz.protocol import STREAM_CONTENT_TYPES, media_format_problem
 from adapters.vobiz.rest import DEFAULT_BASE_URL, VobizRest
@@ -60,5 +62,24 @@ def create_app(
     app.switchboard = board
     add_webhooks(app)
     app.media_socket = media_socket(board)
+    _watch_the_loop(app)
     log.info(webhook_trust.describe(settings))
     return app
+
+
+def _watch_the_loop(app: VoiceAgentApp) -> None:
+    """Measure the event loop's lag for ``/metrics`` while the app serves, however it is
+    served (``voice-agent serve``, hypercorn's command line, the tests)."""
+    stop = trio.CancelScope()
+
+    async def watch() -> None:
+        with stop:
+            await metrics.watch_loop_lag()
+
+    @app.before_serving
+    async def _start() -> None:
+        app.nursery.start_soon(watch)
+
+    @app.after_serving
+    async def _stop() -> None:
+        stop.cancel()

@@ -22,6 +22,7 @@ from adapters.app.settings import ServerSettings
 from adapters.app.switchboard import Switchboard
 from adapters.app.tunnel import Tunnel, TunnelError, open_tunnel
 from adapters.app.wiring import build_providers, describe
+from adapters.ops import logs
 
 log = logging.getLogger("voice_agent")
 
@@ -109,7 +110,8 @@ def _hypercorn_config(host: str, port: int) -> Config:
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = 5.0
-    config.accesslog = None
+    config.accesslog, config.errorlog = logs.hypercorn_loggers()
+    config.access_log_format = logs.ACCESS_LOG_FORMAT
     # A media frame is a few hundred bytes; hypercorn's default (16 MiB) lets one client
     # make the server buffer megabytes per message before the app can refuse it.
     config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
@@ -172,6 +174,7 @@ async def serve_main(host: str | None, port: int | None, tunnel: bool) -> int:
     is a :class:`ConfigError`."""
     try:
         settings = _serve_settings(host, port)
+        logs.use_format(settings.log_format)
         app = build_app(settings)
     except ValueError as exc:  # a setting that cannot work: say which, not a traceback
         raise ConfigError(str(exc)) from None

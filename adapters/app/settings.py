@@ -184,6 +184,8 @@ class ServerSettings(BaseSettings):
     #: log folder (the processes of one host), or a ``redis://`` URL (several hosts).
     log_store: str = ""
     record_audio: bool = False
+    #: The console log's lines: text, or one JSON object each (``adapters/ops/logs.py``).
+    log_format: Literal["text", "json"] = "text"
     #: Calls held at once (answered and waiting for their stream, or live).
     max_calls: int = Field(50, ge=0)
     #: The media stream's format (the answer's ``contentType``); checked when the app is made.

@@ -26,6 +26,7 @@ from adapters.app.admission import NOT_ANSWERED_HERE, CallBook, NewCall, Reconne
 from adapters.app.settings import ServerSettings
 from adapters.call.runner import CallOptions, CallRunner
 from adapters.call.store import CallStore, open_store, worker_name
+from adapters.ops import metrics
 from adapters.providers.interfaces import Providers
 from adapters.vobiz.rest import VobizRest
 from adapters.vobiz.signature import NonceMemory
@@ -80,6 +81,8 @@ class Switchboard:
     store: CallStore = attrs.field(init=False)
     #: This process, as leases and takeover notes name it.
     worker: str = attrs.field(factory=worker_name)
+    #: Reads every call's log records too, for the per-turn figures of ``/metrics``.
+    figures: metrics.CallFigures = attrs.field(factory=metrics.CallFigures)
 
     def __attrs_post_init__(self) -> None:
         self.book = CallBook(self.settings.max_calls)
@@ -122,9 +125,21 @@ class Switchboard:
             reconnect_window=RECONNECT_WINDOW if retries else 0.0,
             max_reconnects=retries,
             stop_grace=self.stop_grace,
-            log_listener=self.log_listener,
+            log_listener=self._listeners(),
             worker=self.worker,
         )
+
+    def _listeners(self) -> Callable[[str, dict[str, Any]], None]:
+        """The figures always read the logs; the console or the demo may too."""
+        figures, other = self.figures, self.log_listener
+        if other is None:
+            return figures
+
+        def both(call_id: str, record: dict[str, Any]) -> None:
+            figures(call_id, record)
+            other(call_id, record)
+
+        return both
 
     def _transfer_url(self, to: str) -> str:
         return f"{self.settings.public_url}/transfer?to={quote(to)}"
@@ -143,6 +158,7 @@ class Switchboard:
             call_id = self.tokens.verify(token, self.wall_clock())
         except TokenError as exc:
             log.warning("refused media socket: token %s", exc.reason)
+            metrics.refused("socket", f"token {exc.reason}")
             return None
         now = trio.current_time()
         claim = self.book.claim(call_id, now)
@@ -177,15 +193,21 @@ class Switchboard:
         return call_id, attrs.evolve(claim, lease=lease, prior=prior)
 
     def _refuse(self, call_id: str, reason: str) -> tuple[str, NewCall | Reconnect] | None:
-        log.warning("[call %s] refused media socket: %s", call_id, reason)
+        log.warning("refused media socket: %s", reason, extra={"call_id": call_id})
+        metrics.refused("socket", reason)
         return None
 
     def started(self, call_id: str, runner: CallRunner) -> None:
         self.book.started(call_id, runner)
         self.idle = trio.Event()
+        metrics.CALLS_STARTED.inc()
+        metrics.CALLS_LIVE.inc()
 
     def finished(self, call_id: str, runner: CallRunner) -> None:
         self.book.finished(call_id)
+        metrics.CALLS_LIVE.dec()
+        metrics.CALLS_ENDED.labels(metrics.end_reason(runner.end_reason)).inc()
+        self.figures.forget(call_id)
         self.finished_logs.append(runner.path)
         if not runner.hangup_heard and not runner.handed_over:
             self.awaiting_hangup[call_id] = None

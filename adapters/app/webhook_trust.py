@@ -15,6 +15,7 @@ import attrs
 from quart import Response, request
 
 from adapters.app.settings import ServerSettings, reveal
+from adapters.ops import metrics
 from adapters.vobiz import signature
 from adapters.vobiz.signature import NonceMemory
 
@@ -56,6 +57,7 @@ async def check(settings: ServerSettings, nonces: NonceMemory) -> Trust | Respon
     verdict = await _verdict(settings)
     if not verdict.ok:
         log.warning("refused %s from %s: %s", request.path, request.remote_addr, verdict.problem)
+        metrics.refused("webhook", "bad signature")
         return Response("bad signature", status=403)
     if not nonces.first_time(f"{verdict.scheme}:{verdict.nonce}"):
         log.warning(
@@ -64,6 +66,7 @@ async def check(settings: ServerSettings, nonces: NonceMemory) -> Trust | Respon
             request.remote_addr,
             shown(verdict.nonce, 40),
         )
+        metrics.refused("webhook", "replayed request")
         return Response("replayed request", status=403)
     return Trust(signed=True)
 

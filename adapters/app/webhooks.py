@@ -22,6 +22,7 @@ from adapters.app import webhook_trust
 from adapters.app.admission import Refused
 from adapters.app.switchboard import Switchboard, version
 from adapters.app.webhook_trust import Trust, shown
+from adapters.ops import metrics
 from adapters.vobiz import xml as vobiz_xml
 from adapters.vobiz.status import stream_status as read_stream_status
 
@@ -46,6 +47,7 @@ def add_webhooks(app: Quart) -> None:
     app.add_url_rule("/stream-status", view_func=stream_status, methods=["POST"])
     app.add_url_rule("/transfer", view_func=transfer, methods=["GET", "POST"])
     app.add_url_rule("/health", view_func=health, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=metrics_page, methods=["GET"])
 
 
 def _board() -> Switchboard:
@@ -101,7 +103,8 @@ async def answer(_trust: Trust) -> Response:
     callee = _form_value(form, "To", MAX_NUMBER) or ""
     admitted = board.book.answer(call_id, caller, callee, trio.current_time())
     if isinstance(admitted, Refused):
-        log.warning("[call %s] refused at /answer: %s", call_id, admitted.reason)
+        log.warning("refused at /answer: %s", admitted.reason, extra={"call_id": call_id})
+        metrics.refused("answer", admitted.reason)
         if admitted.reason in ("full", "draining"):
             return Response(vobiz_xml.busy_xml(BUSY), content_type="application/xml")
         return Response(f"refused: {admitted.reason}", status=409)
@@ -127,7 +130,7 @@ async def hangup(trust: Trust) -> Response:
     runner = board.live.get(call_id)
     fields = {k: form.get(k, "")[:64] for k in ("Event", "HangupCause", "Duration")}
     if runner is None:
-        log.info("[call %s] hangup webhook for a call not live here", shown(call_id))
+        log.info("hangup webhook for a call not live here", extra={"call_id": shown(call_id)})
         if trust.signed:
             board.book.answered.pop(call_id, None)
         board.hangup_heard(call_id)
@@ -150,7 +153,7 @@ async def stream_status(trust: Trust) -> Response:
     if runner is not None and trust.signed:
         runner.stream_status(status)
     else:
-        log.info("[call %s] stream status: %s", shown(call_id), status.for_log())
+        log.info("stream status: %s", status.for_log(), extra={"call_id": shown(call_id)})
     return Response("", status=200)
 
 
@@ -162,15 +165,23 @@ async def transfer(_trust: Trust) -> Response:
 
 
 async def health() -> Response:
-    """For load balancers: 503 while draining."""
+    """For load balancers: 503 while draining, or while full (a new call would hear the busy
+    message here: the balancer should send it to another server)."""
     board = _board()
+    full = board.book.held >= board.book.max_calls
     body = {
-        "status": "draining" if board.draining else "ok",
+        "status": "draining" if board.draining else "full" if full else "ok",
         "active_calls": len(board.live),
         "held_calls": board.book.held,
         "version": version(),
         # Where Vobiz reaches this server: ``voice-agent call`` reads it from here.
         "public_url": board.settings.public_url,
     }
-    status = 503 if board.draining else 200
+    status = 503 if board.draining or full else 200
     return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+async def metrics_page() -> Response:
+    """For Prometheus: every figure of :mod:`adapters.ops.metrics`, in its text format."""
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)

@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from adapters.call.recording import Recording
+from adapters.ops import metrics
 from adapters.providers.interfaces import Transport, VoiceDetector
 from adapters.vobiz.protocol import ProtocolError
 from adapters.vobiz.session import CallerAudio, MediaSession, StartedAgain
@@ -83,6 +84,7 @@ class SocketReader:
             self.audio.send_nowait(audio)
         except trio.WouldBlock:
             self.dropped_audio += 1
+            metrics.DROPPED_AUDIO_FRAMES.inc()
         if self.recording is not None:
             self.recording.caller(audio, self.now())
         if self.vad is None:
@@ -98,6 +100,7 @@ class SocketReader:
     async def _protocol_error(self, exc: ProtocolError, seen: set[str]) -> bool:
         """Log a bad frame; True when there have been too many and the call must end."""
         self.protocol_errors[exc.kind] += 1
+        metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
         detail = exc.detail[:200]
         if exc.kind != "unknown_event" or exc.detail not in seen:
             seen.add(exc.detail)

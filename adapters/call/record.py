@@ -11,12 +11,14 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from adapters.call.recording import Recording
+from adapters.ops import metrics
 from adapters.vobiz.protocol import Start
 from engine import commands as cmd
 from engine.calllog import LoggedEngine, LogWriter
@@ -25,14 +27,10 @@ from engine.core import Engine
 logger = logging.getLogger("voice_agent.call")
 
 
-class _CallLogger(logging.LoggerAdapter):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[call {self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
-
-
 def call_logger(call_id: str) -> logging.LoggerAdapter:
-    """The console logger of one call: every line carries its id."""
-    return _CallLogger(logger, {"call_id": call_id})
+    """The console logger of one call: every line carries its id, as the field ``call_id``
+    (the formatters of :mod:`adapters.ops.logs` show it)."""
+    return logging.LoggerAdapter(logger, {"call_id": call_id})
 
 
 def log_path(log_dir: Path, call_id: str, wall: datetime.datetime) -> Path:
@@ -52,10 +50,29 @@ def create_log(log_dir: Path, call_id: str, wall: datetime.datetime) -> tuple[Pa
     path = log_path(log_dir, call_id, wall)
     for n in range(2, 1000):
         try:
-            return path, path.open("x", encoding="utf-8")
+            return path, _LogFile(path.open("xb"), encoding="utf-8")
         except FileExistsError:
             path = path.with_name(f"{log_path(log_dir, call_id, wall).stem}-{n}.jsonl")
     raise FileExistsError(f"no free log name for call {call_id!r} in {log_dir}")
+
+
+class _LogFile(io.TextIOWrapper):
+    """A call log's file, whose failed writes (a full disk) are counted for ``/metrics``
+    before they are raised as ever."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError:
+            metrics.CALL_LOG_WRITE_ERRORS.inc()
+            raise
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            metrics.CALL_LOG_WRITE_ERRORS.inc()
+            raise
 
 
 class CallRecord:

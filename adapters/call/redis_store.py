@@ -37,6 +37,7 @@ import trio
 
 from adapters.call.record import create_log
 from adapters.call.store import LeaseLost
+from adapters.ops import metrics
 
 log = logging.getLogger("voice_agent.store")
 
@@ -98,6 +99,7 @@ class _Appender:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             what, call_id, token, lines = item
+            about = {"call_id": call_id}
             for attempt in range(APPEND_ATTEMPTS):
                 try:
                     if what in ("release", "end"):
@@ -109,18 +111,20 @@ class _Appender:
                         args=[token, LOG_KEPT_SECONDS, *lines],
                     ):
                         log.warning(
-                            "[call %s] %d log records not stored: lease lost", call_id, len(lines)
+                            "%d log records not stored: lease lost", len(lines), extra=about
                         )
                     break
                 except redis.RedisError as exc:
                     log.error(
-                        "[call %s] log store unreachable (%s): try %d of %d",
-                        call_id,
+                        "log store unreachable (%s): try %d of %d",
                         type(exc).__name__,
                         attempt + 1,
                         APPEND_ATTEMPTS,
+                        extra=about,
                     )
                     threading.Event().wait(0.2 * 2**attempt)
+            else:  # the worker's own copy of the log still has them
+                metrics.CALL_LOG_WRITE_ERRORS.inc()
 
 
 class _TeeLog(io.TextIOBase):
@@ -182,7 +186,8 @@ class RedisLease:
                     )
                 )
             except redis.RedisError as exc:
-                log.warning("[call %s] lease not renewed: %s", self.call_id, type(exc).__name__)
+                why = type(exc).__name__
+                log.warning("lease not renewed: %s", why, extra={"call_id": self.call_id})
                 if trio.current_time() - renewed > LEASE_SECONDS:
                     raise LeaseLost("the store was unreachable for longer than the lease") from exc
                 continue

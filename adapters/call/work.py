@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from adapters.ops import metrics
 from adapters.providers.interfaces import AudioSource, ProviderLink, Providers
 from engine import commands as cmd
 from engine import events as ev
@@ -146,11 +147,12 @@ class ProviderWork:
 
     async def _complete(self, utterance: int, messages: tuple, scope: trio.CancelScope) -> None:
         with scope:
+            link = self._timed("llm", "llm_first_token", ev.LlmText, ev.LlmFailed)
             try:
-                await self.providers.llm.complete(utterance, messages, self.link)
+                await self.providers.llm.complete(utterance, messages, link)
             except Exception as exc:
                 self.link.log.exception("completion %d failed", utterance)
-                await self.link.emit(ev.LlmFailed(utterance, f"error: {exc!r}"[:200]))
+                await link.emit(ev.LlmFailed(utterance, f"error: {exc!r}"[:200]))
         self._completions.pop(utterance, None)
 
     async def _synthesize(
@@ -158,11 +160,20 @@ class ProviderWork:
     ) -> None:
         with scope:
             async with self._voice_slots.slot(ticket):
+                link = self._timed("tts", "tts_first_byte", ev.TtsAudio, ev.TtsFailed)
                 try:
-                    await self.providers.tts.synthesize(utterance, seq, text, self.link)
+                    await self.providers.tts.synthesize(utterance, seq, text, link)
                 except Exception as exc:
                     self.link.log.exception("synthesis %d.%d failed", utterance, seq)
-                    await self.link.emit(ev.TtsFailed(utterance, seq, f"error: {exc!r}"[:200]))
+                    await link.emit(ev.TtsFailed(utterance, seq, f"error: {exc!r}"[:200]))
+
+    def _timed(self, role: str, kind: str, first: type, failed: type) -> ProviderLink:
+        """The link for one request of the ``role`` provider, timed for ``/metrics`` from now
+        (a synthesis from when its look-ahead slot was free: the provider's time, not the
+        queue's)."""
+        provider = self.providers.names.get(role, role)
+        emit = metrics.timed(self.link.emit, provider, kind, first, failed, role)
+        return attrs.evolve(self.link, emit=emit)
 
     async def _time(self, name: str, at: float, scope: trio.CancelScope) -> None:
         with scope:

@@ -13,7 +13,7 @@ from typing import Any
 
 from adapters.console.statechart import state_ids
 from adapters.media.audio import PHONE_RATE
-from engine.latency import turn_latencies
+from engine.latency import barge_in_began, turn_latencies
 
 #: Notes that report something going wrong (the rest are the runner's bookkeeping).
 ERROR_NOTES = {"protocol_error", "stt_failed", "vad_failed", "transfer_unavailable"}
@@ -142,19 +142,8 @@ class _Caller:
 
     def interrupted_at(self, t: float) -> float | None:
         """When the caller began talking over the agent, for a clearAudio at ``t`` that the
-        caller caused; None for a clear of any other cause."""
-        last = self._last_event or {}
-        trigger = last.get("event", "")
-        caused = trigger in ("CallerSpeechStarted", "Transcript", "DtmfPressed") or (
-            trigger == "TimerFired" and last.get("name") == "barge_in"
-        )
-        if not caused:
-            return None
-        if trigger == "CallerSpeechStarted":
-            return last["at"]
-        if self._speech_start is not None and t - self._speech_start < 10:
-            return self._speech_start
-        return t
+        caller caused; None for a clear of any other cause (the rule ``/metrics`` uses too)."""
+        return barge_in_began(self._last_event, self._speech_start, t)
 
     def speech_until(self, end: float) -> list[Record]:
         """Every stretch of speech; one still going runs to the end of the call."""

@@ -98,6 +98,7 @@ class DeepgramFlux:
                 backlog,
                 link,
                 name="deepgram flux",
+                provider="deepgram-flux",
                 max_send=max(chunk, PHONE_RATE // 10),
                 min_send=chunk,
                 replay_margin=self.settings.replay_margin,

@@ -37,6 +37,7 @@ from trio_websocket import (
 )
 
 from adapters.media.audio import PHONE_RATE
+from adapters.ops import metrics
 from adapters.providers.deepgram import auth_headers, refusal_detail
 from adapters.providers.interfaces import AudioSource, ProviderLink
 from adapters.providers.wsclient import open_client
@@ -180,6 +181,8 @@ class ListenSession:
     link: ProviderLink
     #: For the log: which recognizer speaks.
     name: str = "deepgram"
+    #: For ``/metrics``: the provider label of its connects and errors.
+    provider: str = "deepgram"
     #: Bytes per message: at most, and at least while the phone keeps sending.
     max_send: int = PHONE_RATE // 10
     min_send: int = 1
@@ -324,12 +327,16 @@ async def _connect_loop(
     stop being understood (:class:`SttLost`) and when they are again (:class:`SttRestored`)."""
     failures = 0
     down = False
+    connect = "stt_connect"  # the call's first connection; later ones are reconnects
     while not backlog.closed:
         session = new_session(backlog)
         name = session.name
         fatal = reason = ""
+        began = trio.current_time()
         try:
             async with open_client(url, settings.headers(), settings.connect_timeout) as ws:
+                elapsed = trio.current_time() - began
+                metrics.PROVIDER_LATENCY.labels(session.provider, connect).observe(elapsed)
                 if down:
                     down = False
                     await link.emit(SttRestored())
@@ -348,6 +355,8 @@ async def _connect_loop(
         except (HandshakeError, OSError, ConnectionClosed) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         await session.abandon()
+        metrics.PROVIDER_ERRORS.labels(session.provider, "stt").inc()
+        connect = "stt_reconnect"
         if fatal:
             link.log.error(
                 "%s: %s; not retrying, the call goes on without speech recognition", name, fatal
