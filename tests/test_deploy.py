@@ -264,3 +264,17 @@ def test_the_ingress_lets_vobiz_reach_its_routes_and_nothing_else(k8s):
     for path in paths:
         assert path["backend"]["service"]["name"] == service
         assert path["backend"]["service"]["port"]["name"] in port_names
+
+
+def test_several_pods_share_their_calls_and_a_calls_sockets_hash_to_one_pod(k8s):
+    """More than one pod: calls in Redis (any pod may start or carry on one), retries on."""
+    replicas = max(
+        k8s["Deployment"]["spec"]["replicas"], k8s["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]
+    )
+    env = {e["name"]: e["value"] for e in container(k8s)["env"]}
+    assert replicas > 1
+    assert env["LOG_STORE"].startswith("redis://")
+    assert ServerSettings(log_store=env["LOG_STORE"]).log_store == env["LOG_STORE"]
+    assert int(env["STREAM_RETRIES"]) > 0
+    annotations = k8s["Ingress"]["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$arg_token"
