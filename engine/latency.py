@@ -87,6 +87,9 @@ def barge_in_began(
 Figure = TurnLatency | BargeInLatency
 
 
+_CANCELS = ("CancelCompletion", "CancelSynthesis")
+
+
 class LatencyTracker:
     """Follows log records as they are written; keeps only what the figures need."""
 
@@ -124,10 +127,14 @@ class LatencyTracker:
                 if r.get("speculative"):
                     self._speculative.add(r["utterance"])
                     self._held = r["utterance"]
-            elif name == "CancelCompletion" and r["utterance"] in self._speculative:
-                if "first_audio" not in self._turns.get(r["utterance"], {}):
-                    self._wasted.add(r["utterance"])
-                if self._held == r["utterance"]:
+            elif name in _CANCELS and r["utterance"] in self._speculative:
+                utterance = r["utterance"]
+                # A held reply is voided whole (its completion may have finished already:
+                # then only its synthesis is cancelled); a confirmed one was a real turn.
+                if name == "CancelCompletion" or self._held == utterance:
+                    if "first_audio" not in self._turns.get(utterance, {}):
+                        self._wasted.add(utterance)
+                if self._held == utterance:
                     self._held = None
             elif name == "PlayAudio" and r["utterance"] in self._turns:
                 turn = self._turns[r["utterance"]]

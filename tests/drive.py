@@ -1,6 +1,7 @@
 """A small harness that drives the pure engine with explicit times."""
 
 from engine import events as ev
+from engine.calllog import LoggedEngine, LogWriter
 from engine.config import AgentConfig
 from engine.core import Engine
 
@@ -10,12 +11,14 @@ AUDIO = b"\xff" * 800  # 0.1 s of mu-law silence
 class Drive:
     """Feeds events to a Engine at explicit times and keeps every command."""
 
-    def __init__(self, **config):
+    def __init__(self, writer: LogWriter | None = None, **config):
+        """With ``writer``, every step is also written as a call log's records."""
         self.core = Engine(AgentConfig(**config))
+        self.logged = LoggedEngine(self.core, writer) if writer is not None else None
         self.log: list[tuple[float, object]] = []
 
     def __call__(self, event, t):
-        commands = self.core.handle(event, t)
+        commands = (self.logged or self.core).handle(event, t)
         self.log.extend((t, c) for c in commands)
         return commands
 

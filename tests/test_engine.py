@@ -1,5 +1,6 @@
 """The call engine's behaviour, one rule per test: events in at explicit times, commands out."""
 
+import io
 import json
 
 import pytest
@@ -8,6 +9,7 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from engine import commands as cmd
 from engine import events as ev
+from engine.calllog import LogWriter
 from engine.config import AgentConfig
 
 
@@ -617,3 +619,17 @@ def test_what_the_phone_had_not_confirmed_is_said_again_on_the_new_stream():
     assert d.state == "speaking"
     assert of(out, cmd.Synthesize) == [cmd.Synthesize(3, 0, "And we have pizza.")]
     assert d.core.conversation.utterance.played_before == ["We have pasta."]
+
+
+def test_a_speculation_voided_after_its_completion_finished_counts_as_wasted():
+    """The footer's ``speculation``: only the synthesis is left to cancel, and it is a waste."""
+    writer = LogWriter(io.StringIO())
+    d = Drive(writer)
+    d.greet()
+    d(ev.CallerTurnLikelyOver("I need a table"), 3.0)
+    d(ev.LlmText(2, "Sure. "), 3.1)
+    d(ev.LlmDone(2), 3.15)
+    out = d(ev.CallerTurnResumed(), 3.2)
+    assert list(out) == [cmd.CancelSynthesis(2)]
+    assert writer.latency.speculation() == {"started": 1, "wasted": 1}
+    assert [turn.utterance for turn in writer.latency.turns()] == []
