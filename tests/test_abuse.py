@@ -20,7 +20,6 @@ import httpx
 import serving
 import trio
 import trio_websocket
-from processes import free_port, server_process
 from serving import running_server, start, wait_live
 from stand_ins import Ear, Talker, quiet
 from wsproto import ConnectionType, WSConnection
@@ -33,6 +32,7 @@ from adapters.providers.wsclient import open_client
 from adapters.simulator.wire import stream_url
 from engine.config import AgentConfig
 from engine.replay import replay
+from fixtures.processes import free_port, server_process
 
 
 def settings(tmp_path: Path, **kw) -> ServerSettings:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 import trio
-from processes import redis_server
 
 from adapters.call.redis_store import RedisStore
 from adapters.call.store import CallStore, LeaseLost, LocalStore
+from fixtures.processes import redis_server
 
 
 @contextlib.asynccontextmanager

@@ -15,67 +15,12 @@ import json
 from pathlib import Path
 
 import redis
-import trio
-from processes import free_port, redis_server, server_process
 
-from adapters.simulator.caller import simulate
-from adapters.simulator.script import CallerLine, CallerScript, SimulationResult, TranscriptEntry
+from adapters.simulator.script import SimulationResult
 from engine.calllog import split_log
 from engine.replay import replay
-from fixtures.load_balancer import FailoverBalancer
-
-SCRIPT = CallerScript(
-    lines=(
-        CallerLine("I would like to book a table."),
-        CallerLine("For four people."),
-        CallerLine("Tomorrow at seven."),
-        CallerLine("No thank you, goodbye."),
-    ),
-    hang_up_after=60.0,
-)
-
-
-async def call_and_kill_its_worker(
-    first: dict[str, str], second: dict[str, str], drain: bool = False
-) -> tuple[SimulationResult, FailoverBalancer, list[int]]:
-    """One simulated call through the balancer; the worker holding it is killed mid-reply
-    (or, with ``drain``, stopped as a rollout stops it, and taken out of the balancer)."""
-    ports = [free_port(), free_port()]
-    balancer = FailoverBalancer(ports)
-    replied = trio.Event()
-    heard: list[TranscriptEntry] = []
-
-    def on_event(entry: TranscriptEntry) -> None:
-        heard.append(entry)
-        callers = [e for e in heard if e.who == "caller"]
-        if callers and entry.who == "agent" and entry.t > callers[0].t:
-            replied.set()  # the agent is answering the caller's first line
-
-    async with trio.open_nursery() as nursery:
-        front = await nursery.start(balancer.serve)
-        public = {"PUBLIC_URL": f"http://127.0.0.1:{front}", "STREAM_RETRIES": "2"}
-        common = public | {"STREAM_SECRET": "s" * 32}
-        async with (
-            server_process(ports[0], **common, **first) as holder,
-            server_process(ports[1], **common, **second),
-        ):
-            outcome: list[SimulationResult] = []
-
-            async def kill_when_replying() -> None:
-                await replied.wait()
-                if drain:
-                    holder.terminate()
-                    balancer.backends = ports[1:]  # its readiness probe fails while it drains
-                else:
-                    holder.kill()
-
-            nursery.start_soon(kill_when_replying)
-            with trio.fail_after(120):
-                outcome.append(
-                    await simulate(f"http://127.0.0.1:{front}", SCRIPT, on_event=on_event)
-                )
-        nursery.cancel_scope.cancel()
-    return outcome[0], balancer, ports
+from fixtures.processes import redis_server
+from fixtures.worker_loss import call_and_lose_its_worker
 
 
 def carried_on_whole(lines: list[str], result: SimulationResult) -> None:
@@ -98,7 +43,7 @@ def carried_on_whole(lines: list[str], result: SimulationResult) -> None:
 
 async def test_a_call_goes_on_after_its_worker_is_killed_with_the_local_store(tmp_path: Path):
     calls = {"CALL_LOG_DIR": str(tmp_path / "calls")}
-    result, balancer, ports = await call_and_kill_its_worker(calls, calls)
+    result, balancer, ports = await call_and_lose_its_worker(calls, calls)
     assert balancer.routed[:2] == [ports[0], ports[0]]  # answer and stream: the first worker
     assert ports[1] in balancer.routed  # the reconnect and the hang-up: the second
     (log,) = (tmp_path / "calls").glob("*.jsonl")
@@ -112,7 +57,7 @@ async def test_a_call_goes_on_after_its_worker_is_killed_with_the_redis_store(tm
     async with redis_server(tmp_path) as url:
         first = {"LOG_STORE": url, "CALL_LOG_DIR": str(tmp_path / "first")}
         second = {"LOG_STORE": url, "CALL_LOG_DIR": str(tmp_path / "second")}
-        result, _balancer, _ports = await call_and_kill_its_worker(first, second)
+        result, _balancer, _ports = await call_and_lose_its_worker(first, second)
         client = redis.Redis.from_url(url, decode_responses=True)
         (key,) = client.keys("voice-agent:call:*:log")
         stored = [fields["r"] for _id, fields in client.xrange(key)]
@@ -133,7 +78,7 @@ async def test_a_call_goes_on_after_its_worker_is_killed_with_the_redis_store(tm
 async def test_a_draining_worker_hands_its_call_over_instead_of_cutting_it(tmp_path: Path):
     """A rollout: the worker's drain ends before the call does, and the call goes on."""
     calls = {"CALL_LOG_DIR": str(tmp_path / "calls")}
-    result, _balancer, _ports = await call_and_kill_its_worker(
+    result, _balancer, _ports = await call_and_lose_its_worker(
         calls | {"DRAIN_TIMEOUT": "0.5"}, calls, drain=True
     )
     (log,) = (tmp_path / "calls").glob("*.jsonl")

@@ -42,7 +42,7 @@ from adapters.ops import metrics
 log = logging.getLogger("voice_agent.store")
 
 #: A worker that stops renewing its leases (killed, cut off) loses its calls this long after.
-LEASE_SECONDS = 5.0
+LEASE_SECONDS = 3.0
 #: How often a live call's lease is renewed.
 RENEW_EVERY = LEASE_SECONDS / 4
 #: A call's log stays in Redis this long after its last record.
