@@ -148,3 +148,54 @@ async def test_a_failing_model_is_answered_with_the_apology_and_the_call_goes_on
     moves = [(r["from"], r["to"]) for r in records if r["kind"] == "transition"]
     assert moves[-2:] == [("speaking", "listening"), ("listening", "ended")]
     assert replay(lines).identical
+
+
+def cough_or_loud(text: str) -> bytes:
+    """A 200 ms burst of noise for ``(cough)``: sound without words; other lines as ``loud``."""
+    if text != "(cough)":
+        return loud(text)
+    noise = np.random.default_rng(7).normal(0, 6000, 1600).clip(-32000, 32000)
+    return ulaw_encode(noise.astype(np.int16))
+
+
+async def test_a_cough_in_the_simulator_resumes_the_reply_within_150_ms_of_the_empty_final(
+    tmp_path, autojump_clock
+):
+    """The simulated caller coughs into the agent's reply over real sockets: the reply is
+    cleared, the recognizer's empty final comes, and the reply resumes at once."""
+    first_byte = 0.05
+    settings = ServerSettings.from_env({}, call_log_dir=tmp_path, stream_secret="k" * 32)
+    config = AgentConfig(greeting="Hello, Roma restaurant.")
+    fake = FakeOpenAI(script=brain, speech_first_byte_delay=first_byte, speech_chunk_delay=0.02)
+    script = CallerScript(
+        lines=(
+            CallerLine("I would like a table tonight"),
+            CallerLine("(cough)", wait_for_agent=False, barge_in_after=1.0),
+        ),
+        hang_up_after=14.0,
+    )
+    async with (
+        run_fake_deepgram(transcripts=deque(["I would like a table tonight", ""])) as deepgram,
+        run_fake_openai(fake) as openai,
+        running_server(settings, config, providers(deepgram, openai)) as app,
+    ):
+        result = await simulate(app.base_url, script, speak=cough_or_loud)
+        with trio.fail_after(10):
+            while not app.switchboard.finished_logs:
+                await trio.sleep(0.05)
+        (log,) = app.switchboard.finished_logs
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert replay(log.read_text().splitlines()).identical
+    cleared = next(r["t"] for r in records if r.get("command") == "ClearAudio")
+    empty_final = next(
+        r["t"]
+        for r in records
+        if r.get("event") == "Transcript" and r["t"] > cleared and r["is_final"] and not r["text"]
+    )
+    resumed = next(r["t"] for r in records if r.get("command") == "PlayAudio" and r["t"] > cleared)
+    assert resumed - empty_final <= 0.15 + first_byte + 0.02, resumed - empty_final
+    assert resumed - cleared < config.false_interruption_timeout  # the timer only a fallback
+    # The phone heard the reply go on after the cut, and nothing stale.
+    assert result.cleared == 1 and result.stale_audio_after_clear == 0
+    cut = next(entry.t for entry in result.transcript if entry.who == "clear")
+    assert any(start > cut for start, _audio in result.agent_segments)
