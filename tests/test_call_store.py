@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 import trio
+from needs import needs_redis
 
 from adapters.call.redis_store import RedisStore
 from adapters.call.store import CallStore, LeaseLost, LocalStore
@@ -34,7 +35,7 @@ async def store_of(kind: str, tmp_path: Path) -> AsyncIterator[CallStore]:
             await store.aclose()
 
 
-KINDS = pytest.mark.parametrize("kind", ["local", "redis"])
+KINDS = pytest.mark.parametrize("kind", ["local", pytest.param("redis", marks=needs_redis)])
 
 
 def line(n: int) -> str:
@@ -83,6 +84,7 @@ async def test_an_answer_is_seen_by_every_worker_for_its_window(kind, tmp_path, 
         assert await store.answer_of("call-3") is None
 
 
+@needs_redis
 async def test_a_worker_that_lost_its_redis_lease_writes_nothing_more_and_is_told(tmp_path):
     async with redis_server(tmp_path) as url:
         store = RedisStore(url, tmp_path / "calls")

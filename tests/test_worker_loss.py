@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import redis
+from needs import needs_redis
 
 from adapters.simulator.script import SimulationResult
 from engine.calllog import split_log
@@ -52,6 +53,7 @@ async def test_a_call_goes_on_after_its_worker_is_killed_with_the_local_store(tm
     carried_on_whole(lines, result)
 
 
+@needs_redis
 async def test_a_call_goes_on_after_its_worker_is_killed_with_the_redis_store(tmp_path: Path):
     """Two hosts, in effect: each worker keeps its own log folder; the call's log is in Redis."""
     async with redis_server(tmp_path) as url:
