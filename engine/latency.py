@@ -131,9 +131,9 @@ class LatencyTracker:
                 utterance = r["utterance"]
                 # A held reply is voided whole (its completion may have finished already:
                 # then only its synthesis is cancelled); a confirmed one was a real turn.
-                if name == "CancelCompletion" or self._held == utterance:
-                    if "first_audio" not in self._turns.get(utterance, {}):
-                        self._wasted.add(utterance)
+                voided = name == "CancelCompletion" or self._held == utterance
+                if voided and "first_audio" not in self._turns.get(utterance, {}):
+                    self._wasted.add(utterance)
                 if self._held == utterance:
                     self._held = None
             elif name == "PlayAudio" and r["utterance"] in self._turns:
