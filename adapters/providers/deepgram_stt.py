@@ -18,7 +18,6 @@ Wire facts and sources: ``docs/deepgram.md``.
 from __future__ import annotations
 
 import bisect
-import itertools
 import json
 from collections import deque
 from typing import Any
@@ -150,9 +149,12 @@ class AudioBacklog:
         """Chunks from ``index`` on (or the oldest kept, if it was dropped), up to ``limit`` bytes."""
         out: list[_Chunk] = []
         total = 0
-        # Indices are consecutive, so skip straight to ``index`` (this runs for every frame).
-        skip = max(0, index - self.first_index())
-        for chunk in itertools.islice(self.chunks, skip, None):
+        # Indices are consecutive, so go straight to ``index``. This runs for every chunk,
+        # and what is unsent sits at the newest end of up to 30 s of backlog: a deque is
+        # indexed from its nearer end, where walking it from the oldest would pass them all.
+        chunks = self.chunks
+        for position in range(max(0, index - self.first_index()), len(chunks)):
+            chunk = chunks[position]
             if out and total + len(chunk.data) > limit:
                 break
             out.append(chunk)
