@@ -32,7 +32,7 @@ from trio_websocket import (
     WebSocketConnection,
 )
 
-from adapters.media.audio import PHONE_RATE
+from adapters.media.audio import FRAME_BYTES, PHONE_RATE
 from adapters.providers.deepgram import auth_headers, refusal_detail
 from adapters.providers.interfaces import AudioSource, ProviderLink
 from adapters.providers.wsclient import open_client
@@ -265,7 +265,9 @@ async def _pump(audio: AudioSource, backlog: AudioBacklog, link: ProviderLink) -
     """Always take the phone's audio, connected or not, so the caller side never stalls."""
     async for chunk in audio:
         if chunk:  # an empty frame would end Deepgram's stream
-            backlog.append(bytes(chunk), link.now())
+            # A batch of frames (the caller was quiet) began when its first frame came.
+            at = link.now() - max(0, len(chunk) - FRAME_BYTES) / PHONE_RATE
+            backlog.append(bytes(chunk), at)
     backlog.close()
 
 
