@@ -275,6 +275,7 @@ class _Call:
         self.platform = platform
         self.lines = lines
         self.noise_offset = noise_offset
+        self.slot = 0  # which of the ticker's slots in 20 ms this call's frames go in
         self.call_id = call_id
         self.stream_id = stream_id
         self.sock: socket.socket | None = None
@@ -535,6 +536,10 @@ class LeanPlatform:
     hang-up time is always ``script``'s). Between lines a call sends ``background``
     (digital silence by default), looped, each call from its own offset; a
     ``wait_for_agent`` line waits until the agent has been quiet for ``quiet`` seconds.
+
+    ``phases`` > 1 spreads the calls' frames over the 20 ms: call ``i`` sends in slot
+    ``i % phases`` of it, as calls on a real platform do (each on its own clock); with 1,
+    every call's frame leaves at the same instant, a burst no platform sends.
     """
 
     def __init__(
@@ -545,8 +550,10 @@ class LeanPlatform:
         scripts: Sequence[CallerScript] | None = None,
         background: bytes = SILENCE,
         quiet: float = QUIET_BEFORE_SPEAKING,
+        phases: int = 1,
     ) -> None:
         self.base_url = base_url
+        self.phases = phases
         self.script = script
         self.speak = speak
         self._tails: dict[str, tuple[bytes, ...]] = {}
@@ -594,9 +601,10 @@ class LeanPlatform:
 
     async def _ticker(self) -> None:
         t_start = trio.current_time()
-        k = 0
+        phases = self.phases
+        m = 0
         while True:
-            at = t_start + k * FRAME_SECONDS
+            at = t_start + m * FRAME_SECONDS / phases
             await trio.sleep_until(at)
             now = trio.current_time()
             heap = self.checkpoints
@@ -607,13 +615,16 @@ class LeanPlatform:
                     call.played += 1
                     msg = {"event": "playedStream", "streamId": call.stream_id, "name": cp.name}
                     call.send_json(msg)
+            k, slot = divmod(m, phases)
             for call in list(self.live):
+                if call.slot != slot:
+                    continue
                 try:
                     call.tick(k, at)
                 except Exception as exc:  # one broken call must not stop the others
                     call.error = f"tick: {exc!r}"[:200]
                     call.hang_up()
-            k += 1
+            m += 1
 
     async def _one(
         self,
@@ -626,6 +637,7 @@ class LeanPlatform:
         await trio.sleep(delay)
         lines = self.lines if self.scripts is None else self.scripts[i]
         call = _Call(self, call_id, f"stream-{call_id}", lines, noise_offset=7 * i)
+        call.slot = i % self.phases
         try:
             await self._call(http, call)
             outcomes[i] = call.outcome(call.error)
@@ -716,8 +728,9 @@ async def run_calls(
     scripts: Sequence[CallerScript] | None = None,
     background: bytes = SILENCE,
     quiet: float = QUIET_BEFORE_SPEAKING,
+    phases: int = 1,
 ) -> list[CallOutcome]:
     """Place ``len(starts)`` scripted calls against ``base_url``, call ``i`` at ``starts[i]``
     (with ``scripts[i]`` when given; see :class:`LeanPlatform`)."""
-    platform = LeanPlatform(base_url, script, speak, scripts, background, quiet)
+    platform = LeanPlatform(base_url, script, speak, scripts, background, quiet, phases)
     return await platform.run(starts, prefix)

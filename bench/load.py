@@ -204,6 +204,59 @@ class GcPauses:
             self.pauses.append((info["generation"], time.perf_counter() - self._started))
 
 
+class StepWatch(trio.abc.Instrument):
+    """Where the event loop's long busy stretches come from (``--steps``).
+
+    trio runs every runnable task once per batch, between two waits for I/O; a long
+    batch is a late frame for every call. This records each batch longer than
+    :attr:`LONG`, with the tasks that took most of it, and the time per task name.
+    """
+
+    LONG = 0.010
+
+    def __init__(self) -> None:
+        self.batch_started: float | None = None
+        self.steps: list[tuple[float, str]] = []
+        self.step_started = 0.0
+        self.long_batches: list[tuple[float, int, list[tuple[float, str]]]] = []
+        self.time_by_task: dict[str, float] = {}
+        self.batches = 0
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.batch_started = time.perf_counter()
+        self.steps = []
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.batch_started is None:
+            return
+        self.batches += 1
+        took = time.perf_counter() - self.batch_started
+        if took > self.LONG:
+            top = sorted(self.steps, reverse=True)[:4]
+            self.long_batches.append(
+                (round(took, 4), len(self.steps), [(round(d, 4), n) for d, n in top])
+            )
+
+    def before_task_step(self, task: Any) -> None:
+        self.step_started = time.perf_counter()
+
+    def after_task_step(self, task: Any) -> None:
+        took = time.perf_counter() - self.step_started
+        name = task.name.rsplit(".", 2)[-2:] if "." in task.name else [task.name]
+        key = ".".join(name)
+        self.steps.append((took, key))
+        self.time_by_task[key] = self.time_by_task.get(key, 0.0) + took
+
+    def summary(self) -> dict[str, Any]:
+        busiest = sorted(self.time_by_task.items(), key=lambda kv: -kv[1])[:15]
+        return {
+            "batches": self.batches,
+            "long_batches": len(self.long_batches),
+            "longest": sorted(self.long_batches, reverse=True)[:15],
+            "time_by_task": [(k, round(v, 3)) for k, v in busiest],
+        }
+
+
 async def _loop_lag(samples: array, stalls: list, stop: trio.Event) -> None:
     """Overshoot of a 10 ms sleep: how long B's trio loop was busy elsewhere."""
     t0 = time.perf_counter()
@@ -259,6 +312,9 @@ async def server_main(args: argparse.Namespace) -> None:
         base = await serve_on_loopback(nursery, app, shutdown)
         nursery.start_soon(_loop_lag, loop_lag, stalls, shutdown)
         print(json.dumps({"url": base, "pid": os.getpid()}), flush=True)
+        watch = StepWatch() if args.steps else None
+        if watch is not None:
+            trio.lowlevel.add_instrument(watch)
         with contextlib.ExitStack() as profiling:
             if args.profile:  # from here on: start-up (imports, warm-up) is not what we study
                 from bench.sampler import StackSampler
@@ -275,6 +331,7 @@ async def server_main(args: argparse.Namespace) -> None:
         "loop_lag": list(loop_lag),
         "stalls": stalls,
         "gc": gc_pauses.pauses,
+        "steps": watch.summary() if watch is not None else None,
     }
     Path(args.stats).write_text(json.dumps(stats))
 
@@ -509,6 +566,7 @@ async def run_step(
     server_cpu: int | None = None,
     server_args: tuple[str, ...] = (),
     nice: bool = False,
+    phases: int = 1,
 ) -> dict:
     """One ladder step: a fresh server, ``n`` callers, then its logs and /proc numbers."""
     from bench.caller import run_calls
@@ -556,6 +614,7 @@ async def run_step(
                 speak=workload.speak,
                 background=workload.background(),
                 quiet=workload.quiet,
+                phases=phases,
                 starts=starts,
                 prefix=f"load-{n}",
             )
@@ -644,6 +703,7 @@ async def run_step(
             for g in (0, 1, 2)
         },
         "failures": failures[:5],
+        "steps": server.get("steps"),
         "profile": profile_costs(
             log_dir / "server-profile.json",
             {
@@ -861,6 +921,7 @@ async def bench_main(args: argparse.Namespace) -> None:
                     server_cpu,
                     tuple(args.server_arg or ()),
                     args.nice,
+                    args.phases,
                 )
                 after = fake_stats.sample()
                 row["fakes_cpu_percent"] = 100 * (after[1] - before[1]) / (after[0] - before[0])
@@ -904,6 +965,7 @@ def main() -> None:
     p.add_argument("--log-dir", required=True)
     p.add_argument("--stats", required=True)
     p.add_argument("--profile", default=None, help="write a stack-sample profile here")
+    p.add_argument("--steps", action="store_true", help="record the event loop's long batches")
     p.add_argument("--max-seconds", type=float, default=600)
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     p.add_argument("--nice", action="store_true", help="run ahead of the machine's other work")
@@ -933,6 +995,13 @@ def main() -> None:
         "--seconds", type=float, default=None, help="length of each call (busy 40, light 30)"
     )
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=4,
+        help="spread the calls' media frames over this many slots of the 20 ms, as a real "
+        "platform's calls are (default 4: 5 ms apart; 1: every call's frame at once)",
+    )
     parser.add_argument(
         "--nice",
         action=argparse.BooleanOptionalAction,
