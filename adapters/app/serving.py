@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import trio
 from hypercorn.config import Config
 
+from adapters.app.load_gauge import LoadGauge, LoadLimits
 from adapters.app.server import VoiceAgentApp, create_app
 from adapters.app.settings import ServerSettings
 from adapters.app.switchboard import Switchboard
@@ -66,6 +67,17 @@ def settle(app: VoiceAgentApp) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def watch_load(app: VoiceAgentApp) -> LoadGauge | None:
+    """Admission by measured load, as the settings ask: the gauge to run, or None (off)."""
+    board = app.switchboard
+    settings = board.settings
+    limits = LoadLimits(cpu=settings.admission_cpu, loop_lag=settings.admission_loop_lag)
+    if not limits.on:
+        return None
+    board.load = LoadGauge(limits, calls=lambda: board.book.held)
+    return board.load
+
+
 async def serve_app(
     app: VoiceAgentApp,
     host: str,
@@ -73,8 +85,14 @@ async def serve_app(
     *,
     shutdown: trio.Event,
     task_status: Any = trio.TASK_STATUS_IGNORED,
+    measure_load: bool = False,
 ) -> None:
-    """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set, draining live calls first."""
+    """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set, draining live calls first.
+
+    ``measure_load``: admit calls by the process's measured load (:func:`watch_load`), as a
+    server in production does; the demo, the console and tests serve callers from the same
+    process, whose load is not the server's, so they leave it off.
+    """
     from hypercorn.trio import serve
 
     from adapters.app import hypercorn_repair
@@ -88,13 +106,17 @@ async def serve_app(
 
     hypercorn_repair.install()
     settle(app)
+    gauge = watch_load(app) if measure_load else None
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                lambda task_status: serve(
-                    app, config, shutdown_trigger=drained, task_status=task_status
-                )
-            )
+            if gauge is not None:
+                nursery.start_soon(gauge.run)
+
+            async def serving(task_status: Any) -> None:
+                await serve(app, config, shutdown_trigger=drained, task_status=task_status)
+                nursery.cancel_scope.cancel()  # served and drained: the gauge goes too
+
+            binds = await nursery.start(serving)
             task_status.started(binds)
     finally:
         await board.providers.aclose()
@@ -134,7 +156,11 @@ async def _drain(board: Switchboard) -> None:
 
 
 async def serve_on_loopback(
-    nursery: trio.Nursery, app: VoiceAgentApp, shutdown: trio.Event, port: int = 0
+    nursery: trio.Nursery,
+    app: VoiceAgentApp,
+    shutdown: trio.Event,
+    port: int = 0,
+    measure_load: bool = False,
 ) -> str:
     """Serve ``app`` on 127.0.0.1 (a free port by default: tests, demo, benchmarks); return its
     base URL.
@@ -143,7 +169,12 @@ async def serve_on_loopback(
     """
     binds = await nursery.start(
         lambda task_status: serve_app(
-            app, "127.0.0.1", port, shutdown=shutdown, task_status=task_status
+            app,
+            "127.0.0.1",
+            port,
+            shutdown=shutdown,
+            task_status=task_status,
+            measure_load=measure_load,
         )
     )
     base = binds[0].replace("0.0.0.0", "127.0.0.1")
@@ -175,7 +206,12 @@ async def serve_main(host: str | None, port: int | None, tunnel: bool) -> int:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
                 lambda task_status: serve_app(
-                    app, settings.host, settings.port, shutdown=shutdown, task_status=task_status
+                    app,
+                    settings.host,
+                    settings.port,
+                    shutdown=shutdown,
+                    task_status=task_status,
+                    measure_load=True,
                 )
             )
             if tunnel:

@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from adapters.app.admission import CallBook, NewCall, Reconnect, Refused
+from adapters.app.load_gauge import LoadGauge
 from adapters.app.settings import ServerSettings
 from adapters.call.runner import CallOptions, CallRunner
 from adapters.providers.interfaces import Providers
@@ -71,6 +72,8 @@ class Switchboard:
     hangups_in: trio.Event = attrs.field(factory=trio.Event)
     #: Sees every call's log records as they are written (the console's live view).
     log_listener: Callable[[str, dict[str, Any]], None] | None = None
+    #: The process's measured load, where admission asks it (``voice-agent serve``).
+    load: LoadGauge | None = None
 
     def __attrs_post_init__(self) -> None:
         self.book = CallBook(self.settings.max_calls)

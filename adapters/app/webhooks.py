@@ -99,12 +99,20 @@ async def answer(_trust: Trust) -> Response:
         return Response("CallUUID is required (at most 128 printable characters)", status=400)
     caller = _form_value(form, "From", MAX_NUMBER) or ""
     callee = _form_value(form, "To", MAX_NUMBER) or ""
-    admitted = board.book.answer(call_id, caller, callee, trio.current_time())
+    load = board.load
+    overloaded = load.refusal() if load is not None else None
+    again = call_id in board.book.answered
+    admitted = board.book.answer(
+        call_id, caller, callee, trio.current_time(), overloaded=overloaded is not None
+    )
     if isinstance(admitted, Refused):
-        log.warning("[call %s] refused at /answer: %s", call_id, admitted.reason)
-        if admitted.reason in ("full", "draining"):
+        why = f"{admitted.reason}: {overloaded}" if admitted.reason == "overloaded" else ""
+        log.warning("[call %s] refused at /answer: %s", call_id, why or admitted.reason)
+        if admitted.reason in ("full", "draining", "overloaded"):
             return Response(vobiz_xml.busy_xml(BUSY), content_type="application/xml")
         return Response(f"refused: {admitted.reason}", status=409)
+    if load is not None and not again:
+        load.admitted()
     settings = board.settings
     token = board.tokens.issue(call_id, board.wall_clock(), board.token_lifetime())
     xml = vobiz_xml.answer_xml(
@@ -160,15 +168,20 @@ async def transfer(_trust: Trust) -> Response:
 
 
 async def health() -> Response:
-    """For load balancers: 503 while draining."""
+    """For load balancers: 503 while draining, and while the measured load refuses new
+    calls (``refusing`` says why), so that they go to another server."""
     board = _board()
-    body = {
-        "status": "draining" if board.draining else "ok",
+    load = board.load.report() if board.load is not None else None
+    refusing = load["refusing"] if load is not None else None
+    body: dict = {
+        "status": "draining" if board.draining else "busy" if refusing else "ok",
         "active_calls": len(board.live),
         "held_calls": board.book.held,
         "version": version(),
         # Where Vobiz reaches this server: ``voice-agent call`` reads it from here.
         "public_url": board.settings.public_url,
     }
-    status = 503 if board.draining else 200
+    if load is not None:
+        body["load"] = load
+    status = 503 if board.draining or refusing else 200
     return Response(json.dumps(body), status=status, content_type="application/json")
