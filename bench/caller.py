@@ -17,7 +17,11 @@ speaks the same protocol with the least work per frame:
 - inbound frames are parsed by wsproto; playAudio is measured by its base64
   length, never decoded;
 - due ``playedStream`` checkpoints sit in one heap served by the ticker, and
-  each call's script is a small state machine stepped by the ticker.
+  each call's script is a small state machine stepped by the ticker;
+- each call plays the agent's audio through a real-time playout buffer, and
+  notes when that buffer ran dry inside an agent utterance (the caller hears
+  a hole in a sentence): the one measure of a slow server that a user hears
+  as such, taken where the user is, not from the server's own logs.
 
 Timings follow the simulator's definitions, so the two can be compared.
 """
@@ -31,6 +35,7 @@ import json
 import math
 import socket
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -58,6 +63,10 @@ SILENCE = b"\xff" * FRAME_BYTES
 
 #: A frame sent this much after its scheduled time counts as late (the caller's own lag).
 LATE = 0.005
+
+#: A hole in the agent's audio shorter than one frame is absorbed by any phone's jitter
+#: buffer; from this length on the caller hears it.
+DRY_MIN = FRAME_SECONDS
 
 #: How every media frame begins, up to the timestamp's digits (the server-side probe in
 #: ``bench/load.py`` reads the timestamp and ``sent`` straight after it).
@@ -127,6 +136,17 @@ class CallOutcome:
     frames_backlogged: int
     max_lateness: float
     error: str | None = None
+    #: Seconds of agent audio the phone played (what a clear cut off is not counted).
+    agent_audio: float = 0.0
+    #: Holes in the playout inside an agent utterance: their total length, how many, and
+    #: how many utterances (of ``utterances``) had at least one.
+    dry_seconds: float = 0.0
+    dry_gaps: int = 0
+    dry_utterances: int = 0
+    utterances: int = 0
+    #: ``/answer`` said no: the caller heard ``busy_message`` and the call was not placed.
+    refused: bool = False
+    busy_message: str = ""
 
 
 @attrs.frozen
@@ -147,11 +167,115 @@ class _Checkpoint:
         self.at, self.call, self.name, self.cancelled = at, call, name, False
 
 
+@attrs.define
+class _Gap:
+    """The playout ran dry and then more audio came: a hole, to be judged at the end.
+
+    The wire does not say which agent utterance a playAudio belongs to; the checkpoint
+    that follows it does (this server names them ``<utterance>.<sentence>``). So each
+    side of the hole is tied to the checkpoint after it: ``before`` and ``after`` are
+    how many checkpoints had come when the audio on each side arrived, ``clears`` how
+    many clearAudio, ``phrases`` how many lines the caller had started.
+    """
+
+    seconds: float
+    before: int
+    after: int
+    clears: int
+    phrases_between: int
+
+
+class Playout:
+    """The phone's playout buffer for one call, in real time, and the holes in it.
+
+    Audio plays from arrival, back to back; a clear drops what has not played. A hole is
+    *inside an agent utterance* when the audio on both sides of it belongs to the same
+    utterance: same checkpoint ahead of both (one sentence), or checkpoints of the same
+    utterance. When a clear cut the later side before its checkpoint came, the caller
+    not having spoken in between decides (a new utterance only ever follows a caller's
+    line here).
+    """
+
+    def __init__(self) -> None:
+        self.end = 0.0  # when everything received so far will have played
+        self.played = 0.0  # seconds of audio played or due to play
+        self.checkpoints: list[tuple[str, int]] = []  # name, clears seen when it came
+        self.clears = 0
+        self.phrases = 0
+        self.gaps: list[_Gap] = []
+        self._last: tuple[int, int] | None = None  # checkpoints and phrases at the last audio
+
+    def audio(self, now: float, seconds: float) -> None:
+        last = self._last
+        if last is not None and now - self.end >= DRY_MIN:
+            before, phrases = last
+            self.gaps.append(
+                _Gap(
+                    now - self.end,
+                    before,
+                    len(self.checkpoints),
+                    self.clears,
+                    self.phrases - phrases,
+                )
+            )
+        self._last = (len(self.checkpoints), self.phrases)
+        self.end = max(now, self.end) + seconds
+        self.played += seconds
+
+    def checkpoint(self, name: str) -> None:
+        self.checkpoints.append((name, self.clears))
+
+    def clear(self, now: float) -> None:
+        if self.end > now:
+            self.played -= self.end - now
+            self.end = now
+        self.clears += 1
+        self._last = None  # what comes next is not the same run of audio
+
+    def phrase(self) -> None:
+        self.phrases += 1
+
+    def _utterance(self, index: int, clears: int) -> str | None:
+        if index >= len(self.checkpoints):
+            return None
+        name, seen = self.checkpoints[index]
+        return name.split(".", 1)[0] if seen == clears else None
+
+    def holes(self) -> tuple[float, int, int, int]:
+        """Seconds dry inside utterances, holes, utterances with a hole, utterances."""
+        seconds, count, dry = 0.0, 0, set()
+        for gap in self.gaps:
+            before = self._utterance(gap.before, gap.clears)
+            after = self._utterance(gap.after, gap.clears)
+            if gap.before == gap.after:
+                inside = True
+            elif before is not None and after is not None:
+                inside = before == after
+            else:
+                inside = gap.phrases_between == 0
+            if inside:
+                seconds += gap.seconds
+                count += 1
+                dry.add(after or before or f"cut-{gap.clears}")
+        utterances = {name.split(".", 1)[0] for name, _ in self.checkpoints}
+        return seconds, count, len(dry), len(utterances)
+
+
 class _Call:
     """One live call's socket, phone playout model and script state (trio clock times)."""
 
-    def __init__(self, platform: LeanPlatform, call_id: str, stream_id: str) -> None:
+    def __init__(
+        self,
+        platform: LeanPlatform,
+        call_id: str,
+        stream_id: str,
+        lines: tuple[_Line, ...],
+        noise_offset: int = 0,
+    ) -> None:
         self.platform = platform
+        self.lines = lines
+        self.noise_offset = noise_offset
+        self.slot = 0  # which of the ticker's slots in 20 ms this call's frames go in
         self.call_id = call_id
         self.stream_id = stream_id
         self.sock: socket.socket | None = None
@@ -165,6 +289,7 @@ class _Call:
         self.reader_scope = trio.CancelScope()
         self.stopped_by_agent = False
         self.error: str | None = None
+        self.busy_message: str | None = None
         # Media clock: frame n is due at t0 + n * 20 ms; set by the first tick.
         self.k0: int | None = None
         self.t0 = 0.0
@@ -179,7 +304,7 @@ class _Call:
         self.speaking = False
         self.turns: list[dict] = []
         # Phone playout.
-        self.playout_end = 0.0
+        self.playout = Playout()
         self.agent_spoke = False
         self.agent_started_at: float | None = None
         self.pending: list[_Checkpoint] = []
@@ -234,11 +359,13 @@ class _Call:
             self.hang_up()
             return
         self.step_script(now)
-        tail = self.platform.silence
+        background = self.platform.background
+        tail = background[(n + self.noise_offset) % len(background)]
         if self.phase == "speak":
-            line = self.platform.lines[self.line]
+            line = self.lines[self.line]
             if self.pos == 0:
                 self.speaking = True
+                self.playout.phrase()
                 self.turns.append(
                     {
                         "text": line.text,
@@ -256,7 +383,7 @@ class _Call:
                 ended = (n + 1) * FRAME_SECONDS
                 self.turns[-1]["ended"] = ended
                 self.line += 1
-                self.phase = "wait" if self.line < len(self.platform.lines) else "done"
+                self.phase = "wait" if self.line < len(self.lines) else "done"
                 self.until = self.t0 + ended
         sent_ns = time.perf_counter_ns()
         frame = _MEDIA_HEAD % (n * 20, n, sent_ns) + tail
@@ -278,9 +405,9 @@ class _Call:
         if self.phase == "wait":
             if now < self.until:
                 return
-            line = self.platform.lines[self.line]
+            line = self.lines[self.line]
             if line.wait_for_agent:
-                if self.agent_spoke and now >= self.playout_end + QUIET_BEFORE_SPEAKING:
+                if self.agent_spoke and now >= self.playout.end + self.platform.quiet:
                     self.phase, self.until = "pause", now + line.pause
             elif self._is_barge_in(line):
                 if self.agent_started_at is not None and now >= self.agent_started_at:
@@ -332,7 +459,8 @@ class _Call:
         msg = json.loads(text)
         event = msg.get("event") if isinstance(msg, dict) else None
         if event == "checkpoint":
-            at = max(now, self.playout_end)
+            at = max(now, self.playout.end)
+            self.playout.checkpoint(str(msg.get("name", "")))
             self.pending = [c for c in self.pending if c.at > now]
             cp = _Checkpoint(at, self, str(msg.get("name", "")))
             self.pending.append(cp)
@@ -362,21 +490,22 @@ class _Call:
         for turn in self.turns:
             if turn["voice_to_voice"] is None and turn["ended"] is not None and t >= turn["ended"]:
                 turn["voice_to_voice"] = t - turn["ended"]
-        start = max(now, self.playout_end)
+        start = max(now, self.playout.end)
         if self.agent_started_at is None:
             self.agent_started_at = start
         self.agent_spoke = True
-        self.playout_end = start + seconds
+        self.playout.audio(now, seconds)
 
     def cut(self, now: float) -> None:
         """The phone drops what it has not played; Vobiz never confirms those checkpoints."""
-        self.playout_end = min(self.playout_end, now)
+        self.playout.clear(now)
         for cp in self.pending:
             if cp.at > now:
                 cp.cancelled = True
         self.pending = [cp for cp in self.pending if not cp.cancelled]
 
     def outcome(self, error: str | None = None) -> CallOutcome:
+        dry, gaps, dry_utterances, utterances = self.playout.holes()
         return CallOutcome(
             call_id=self.call_id,
             duration=max(0.0, self.n * FRAME_SECONDS),
@@ -390,31 +519,66 @@ class _Call:
             frames_backlogged=self.frames_backlogged,
             max_lateness=self.max_lateness,
             error=error,
+            agent_audio=self.playout.played,
+            dry_seconds=dry,
+            dry_gaps=gaps,
+            dry_utterances=dry_utterances,
+            utterances=utterances,
+            refused=self.busy_message is not None,
+            busy_message=self.busy_message or "",
         )
 
 
 class LeanPlatform:
-    """Places scripted calls against one server and paces all of them from one ticker."""
+    """Places scripted calls against one server and paces all of them from one ticker.
 
-    def __init__(self, base_url: str, script: CallerScript, speak: Callable[[str], bytes]) -> None:
+    Every call follows ``script`` unless ``scripts`` gives call ``i`` its own lines (the
+    hang-up time is always ``script``'s). Between lines a call sends ``background``
+    (digital silence by default), looped, each call from its own offset; a
+    ``wait_for_agent`` line waits until the agent has been quiet for ``quiet`` seconds.
+
+    ``phases`` > 1 spreads the calls' frames over the 20 ms: call ``i`` sends in slot
+    ``i % phases`` of it, as calls on a real platform do (each on its own clock); with 1,
+    every call's frame leaves at the same instant, a burst no platform sends.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        script: CallerScript,
+        speak: Callable[[str], bytes],
+        scripts: Sequence[CallerScript] | None = None,
+        background: bytes = SILENCE,
+        quiet: float = QUIET_BEFORE_SPEAKING,
+        phases: int = 1,
+    ) -> None:
         self.base_url = base_url
+        self.phases = phases
         self.script = script
-        self.lines = tuple(
-            _Line(
-                line.text,
-                _frame_tails(speak(line.text) if line.text else SILENCE),
-                line.wait_for_agent,
-                line.barge_in_after,
-                line.pause,
-            )
-            for line in script.lines
-        )
-        self.silence = _frame_tails(SILENCE)[0]
+        self.speak = speak
+        self._tails: dict[str, tuple[bytes, ...]] = {}
+        self.lines = self.framed(script)
+        self.scripts = [self.framed(s) for s in scripts] if scripts is not None else None
+        self.background = _frame_tails(background)
+        self.quiet = quiet
         self.live: set[_Call] = set()
         self.checkpoints: list[tuple[float, int, _Checkpoint]] = []
         self._seq = 0
         # trio's clock is perf_counter plus a constant; lateness compares the two.
         self.clock_offset = trio.current_time() - time.perf_counter()
+
+    def framed(self, script: CallerScript) -> tuple[_Line, ...]:
+        """A script's lines with their audio framed, each distinct text once for all calls."""
+        lines = []
+        for line in script.lines:
+            tails = self._tails.get(line.text)
+            if tails is None:
+                audio = self.speak(line.text) if line.text else SILENCE
+                tails = self._tails[line.text] = _frame_tails(audio)
+            lines.append(
+                _Line(line.text, tails, line.wait_for_agent, line.barge_in_after, line.pause)
+            )
+        return tuple(lines)
 
     def due(self, cp: _Checkpoint) -> None:
         self._seq += 1
@@ -437,9 +601,10 @@ class LeanPlatform:
 
     async def _ticker(self) -> None:
         t_start = trio.current_time()
-        k = 0
+        phases = self.phases
+        m = 0
         while True:
-            at = t_start + k * FRAME_SECONDS
+            at = t_start + m * FRAME_SECONDS / phases
             await trio.sleep_until(at)
             now = trio.current_time()
             heap = self.checkpoints
@@ -450,13 +615,16 @@ class LeanPlatform:
                     call.played += 1
                     msg = {"event": "playedStream", "streamId": call.stream_id, "name": cp.name}
                     call.send_json(msg)
+            k, slot = divmod(m, phases)
             for call in list(self.live):
+                if call.slot != slot:
+                    continue
                 try:
                     call.tick(k, at)
                 except Exception as exc:  # one broken call must not stop the others
                     call.error = f"tick: {exc!r}"[:200]
                     call.hang_up()
-            k += 1
+            m += 1
 
     async def _one(
         self,
@@ -467,7 +635,9 @@ class LeanPlatform:
         i: int,
     ) -> None:
         await trio.sleep(delay)
-        call = _Call(self, call_id, f"stream-{call_id}")
+        lines = self.lines if self.scripts is None else self.scripts[i]
+        call = _Call(self, call_id, f"stream-{call_id}", lines, noise_offset=7 * i)
+        call.slot = i % self.phases
         try:
             await self._call(http, call)
             outcomes[i] = call.outcome(call.error)
@@ -483,6 +653,10 @@ class LeanPlatform:
         form = {"CallUUID": call.call_id, "From": "+15550100", "To": "+15550199"}
         reply = await http.post("/answer", data={**form, "Direction": "inbound"})
         reply.raise_for_status()
+        if "<Stream" not in reply.text:  # turned away: the busy message, then the hang-up
+            call.busy_message = " ".join(ET.fromstring(reply.text).itertext()).strip()
+            await http.post("/hangup", data={**form, "Event": "Hangup", "Duration": "0"})
+            return
         await self._connect(call, stream_url(reply.text))
         call.send_json(start_event(call.call_id, call.stream_id))
         self.live.add(call)
@@ -551,6 +725,12 @@ async def run_calls(
     speak: Callable[[str], bytes],
     starts: Sequence[float] = (0.0,),
     prefix: str = "lean",
+    scripts: Sequence[CallerScript] | None = None,
+    background: bytes = SILENCE,
+    quiet: float = QUIET_BEFORE_SPEAKING,
+    phases: int = 1,
 ) -> list[CallOutcome]:
-    """Place ``len(starts)`` scripted calls against ``base_url``, call ``i`` at ``starts[i]``."""
-    return await LeanPlatform(base_url, script, speak).run(starts, prefix)
+    """Place ``len(starts)`` scripted calls against ``base_url``, call ``i`` at ``starts[i]``
+    (with ``scripts[i]`` when given; see :class:`LeanPlatform`)."""
+    platform = LeanPlatform(base_url, script, speak, scripts, background, quiet, phases)
+    return await platform.run(starts, prefix)

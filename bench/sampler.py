@@ -15,6 +15,7 @@ Idle time (waiting in ``epoll``) costs no CPU and takes no samples.
 
 from __future__ import annotations
 
+import json
 import signal
 import sysconfig
 from collections import Counter
@@ -96,5 +97,11 @@ class StackSampler:
         lines += [f"  {100 * c / n:5.1f}  {k}" for k, c in self.inclusive.most_common(top)]
         return "\n".join(lines) + "\n"
 
-    def write_report(self, path: Path, top: int = 80) -> None:
+    def write_report(self, path: Path, top: int = 120) -> None:
+        """The report as text, and beside it (``.json``) the inclusive shares of every
+        function and the CPU seconds sampled, for tables computed from them."""
         path.write_text(self.report(top))
+        n = max(self.samples, 1)
+        shares = {k: c / n for k, c in self.inclusive.items()}
+        data = {"cpu_seconds": self.samples * self.interval, "inclusive": shares}
+        path.with_suffix(".json").write_text(json.dumps(data))

@@ -1,12 +1,13 @@
 """How long the caller hears nothing when the worker running the call is lost.
 
-    uv run python bench/takeover.py [--calls 5] [--store local|redis|drain|all]
+    uv run python bench/takeover.py [--calls 5] [--store local|redis|drain|moved|all]
 
 Each call is the worker-loss scenario (``fixtures/worker_loss.py``): two real
 ``voice-agent serve`` processes with the offline providers behind a failover TCP
 balancer; once the agent is answering the caller's first line, the worker running
 the call is killed (``local``, ``redis``) or drained with a 0.5 s drain timeout
-(``drain``). The simulated phone retries the stream after 0.5 s, as Vobiz's retry
+(``drain``), or stays up while the call's connection is cut and the reconnect goes
+to the other worker (``moved``: asked for the call, the holder hands it over). The simulated phone retries the stream after 0.5 s, as Vobiz's retry
 would after some delay of its own. Printed per store, as medians:
 
 - **silence**: from the moment the phone's socket died to the first agent audio
@@ -30,7 +31,7 @@ import trio
 from adapters.simulator.script import SimulationResult
 from engine.calllog import split_log
 from fixtures.processes import redis_server
-from fixtures.worker_loss import call_and_lose_its_worker
+from fixtures.worker_loss import Loss, call_and_lose_its_worker
 
 LOST = ("(media socket closed without stop)", "(network drop: media socket lost)")
 
@@ -48,6 +49,9 @@ def takeover_to_audio(log: Path) -> float:
     return played - taken
 
 
+LOSSES: dict[str, Loss] = {"local": "kill", "drain": "drain", "moved": "cut"}
+
+
 async def one_call(store: str, folder: Path) -> tuple[float, float]:
     if store == "redis":
         async with redis_server(folder) as url:
@@ -59,7 +63,8 @@ async def one_call(store: str, folder: Path) -> tuple[float, float]:
         calls = {"CALL_LOG_DIR": str(folder / "calls")}
         drain = store == "drain"
         first = calls | ({"DRAIN_TIMEOUT": "0.5"} if drain else {})
-        result, _balancer, _ports = await call_and_lose_its_worker(first, calls, drain=drain)
+        loss = LOSSES[store]
+        result, _balancer, _ports = await call_and_lose_its_worker(first, calls, loss)
         (log,) = (folder / "calls").glob("*.jsonl")
     return silence(result), takeover_to_audio(log)
 
@@ -85,7 +90,9 @@ async def main(calls: int, stores: list[str]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=5)
-    parser.add_argument("--store", choices=["local", "redis", "drain", "all"], default="all")
+    parser.add_argument(
+        "--store", choices=["local", "redis", "drain", "moved", "all"], default="all"
+    )
     args = parser.parse_args()
-    stores = ["local", "redis", "drain"] if args.store == "all" else [args.store]
+    stores = ["local", "redis", "drain", "moved"] if args.store == "all" else [args.store]
     trio.run(main, args.calls, stores)

@@ -4,6 +4,12 @@ The first sentence is what the caller waits for: each one goes to synthesis
 the moment its final punctuation arrives. A long first sentence may be cut
 earlier, at its first clause break (a comma or semicolon after enough words),
 so the caller hears the reply begin while the model is still writing it.
+
+Punctuation that ends a delta ends the sentence there and then: waiting for the
+next delta to bring the space after it would hold every sentence back by one
+token of the model's time. Two things can still go on after such punctuation,
+and only they wait: a known abbreviation (``Dr.``) and a number (``3.`` may be
+``3.5``, ``1,`` may be ``1,000``, ``3:`` may be ``3:30``).
 """
 
 from __future__ import annotations
@@ -27,9 +33,20 @@ _ABBREVIATIONS = frozenset(
         "no.",
     }
 )
-# End punctuation, optional closing quotes or brackets, then whitespace.
-_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|\n+")
-_CLAUSE = re.compile(r"[,;:]\s+")
+# End punctuation, optional closing quotes or brackets, then whitespace or the end of what
+# has arrived so far.
+_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*(?:\s+|$)|\n+")
+_CLAUSE = re.compile(r"[,;:](?:\s+|$)")
+#: Punctuation after a digit that a number may go on from (``3.5``, ``1,000``, ``3:30``).
+_NUMBER_GOES_ON = frozenset(".,:")
+
+
+def _may_go_on(text: str, match: re.Match[str]) -> bool:
+    """Punctuation at the very end of the text so far that a number may continue."""
+    if match.end() != len(text) or text[-1:].isspace():
+        return False
+    start = match.start()
+    return text[start] in _NUMBER_GOES_ON and start > 0 and text[start - 1].isdigit()
 
 
 class SentenceSplitter:
@@ -52,14 +69,16 @@ class SentenceSplitter:
         for match in _BOUNDARY.finditer(self._buffer):
             candidate = self._buffer[start : match.end()].strip()
             last_word = candidate.rsplit(None, 1)[-1].lower() if candidate else ""
-            if not candidate or last_word in _ABBREVIATIONS:
+            if not candidate or last_word in _ABBREVIATIONS or _may_go_on(self._buffer, match):
                 continue
             sentences.append(candidate)
             start = match.end()
         self._buffer = self._buffer[start:]
         if not sentences and not self._released and self._first_clause_chars:
             for match in _CLAUSE.finditer(self._buffer):
-                if match.start() >= self._first_clause_chars:
+                if match.start() >= self._first_clause_chars and not _may_go_on(
+                    self._buffer, match
+                ):
                     sentences.append(self._buffer[: match.end()].strip())
                     self._buffer = self._buffer[match.end() :]
                     break

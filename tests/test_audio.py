@@ -310,15 +310,19 @@ def test_phone_encoder_chunked_equals_whole():
 @given(
     chunks=st.lists(st.binary(max_size=500), max_size=20),
     frame_bytes=st.sampled_from([1, 160, 320]),
+    max_frames=st.sampled_from([1, 2, 5]),
     pad=st.sampled_from([b"\xff", b"\x00"]),
 )
-def test_framer_neither_drops_nor_duplicates(chunks, frame_bytes, pad):
-    framer = Framer(frame_bytes)
+def test_framer_neither_drops_nor_duplicates(chunks, frame_bytes, max_frames, pad):
+    framer = Framer(frame_bytes, max_frames)
     frames = [frame for chunk in chunks for frame in framer.push(chunk)]
     last = framer.flush(pad)
     if last is not None:
         frames.append(last)
-    assert all(len(frame) == frame_bytes for frame in frames)
+    assert all(
+        0 < len(frame) <= frame_bytes * max_frames and len(frame) % frame_bytes == 0
+        for frame in frames
+    )
     data = b"".join(chunks)
     fill = -len(data) % frame_bytes
     assert b"".join(frames) == data + pad * fill

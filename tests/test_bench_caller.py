@@ -121,3 +121,40 @@ def test_play_audio_duration_comes_from_the_base64_length():
         frame = outbound.play_audio("stream-1", b"\xff" * n)
         assert played_seconds(frame) == n / 8000
     assert played_seconds(outbound.clear_audio("s")) is None
+
+
+def test_the_phone_counts_holes_inside_an_utterance_not_between_turns():
+    from bench.caller import Playout
+
+    phone = Playout()
+    phone.audio(0.0, 0.5)  # utterance 1, sentence 0 ...
+    phone.audio(0.6, 0.5)  # ... a 100 ms hole inside the sentence
+    phone.checkpoint("1.0")
+    phone.audio(1.2, 0.5)  # sentence 1 came 100 ms late: a hole inside the utterance
+    phone.checkpoint("1.1")
+    phone.phrase()  # the caller answers
+    phone.audio(5.0, 1.0)  # utterance 2: a new turn, not a hole
+    phone.checkpoint("2.0")
+    phone.audio(6.0, 1.0)  # back to back: no hole
+    phone.clear(6.5)  # a barge-in cuts half a second
+    phone.audio(9.0, 0.5)  # the next reply, after a clear: not a hole
+    phone.checkpoint("3.0")
+    seconds, holes, dry_utterances, utterances = phone.holes()
+    assert holes == 2 and round(seconds, 6) == 0.2
+    assert (dry_utterances, utterances) == (1, 3)
+    assert phone.played == 0.5 + 0.5 + 0.5 + 1.0 + 0.5 + 0.5
+
+
+def test_a_hole_before_a_cut_sentence_is_judged_by_whether_the_caller_spoke():
+    from bench.caller import Playout
+
+    phone = Playout()
+    phone.audio(0.0, 0.5)
+    phone.checkpoint("1.0")
+    phone.audio(0.7, 0.5)  # sentence 1 late by 200 ms, then cut before its checkpoint
+    phone.clear(0.9)
+    phone.phrase()
+    phone.audio(3.0, 0.5)
+    phone.checkpoint("2.0")
+    seconds, holes, _, _ = phone.holes()
+    assert holes == 1 and round(seconds, 6) == 0.2

@@ -68,6 +68,19 @@ def test_each_sentence_goes_to_synthesis_as_soon_as_it_is_complete():
     assert of(out, cmd.Checkpoint) == [cmd.Checkpoint("2.1")]
 
 
+def test_a_sentence_that_ends_a_delta_goes_to_synthesis_with_it():
+    d = Drive()
+    d.greet()
+    d.say("Do you have a table?", 3.0)
+    assert d(ev.LlmText(2, "Yes, we do."), 3.2) == [cmd.Synthesize(2, 0, "Yes, we do.")]
+    # A number or an abbreviation may go on past the punctuation: those wait for more.
+    assert d(ev.LlmText(2, " It costs 3."), 3.3) == []
+    assert d(ev.LlmText(2, "5 euros. Ask Dr."), 3.4) == [
+        cmd.Synthesize(2, 1, "It costs 3.5 euros.")
+    ]
+    assert d(ev.LlmText(2, " Rossi!"), 3.5) == [cmd.Synthesize(2, 2, "Ask Dr. Rossi!")]
+
+
 def test_audio_of_a_later_sentence_waits_for_the_earlier_one():
     d = Drive()
     d.greet()

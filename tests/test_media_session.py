@@ -57,15 +57,18 @@ def test_l16_caller_audio_is_read_big_endian_and_handed_on_as_ulaw():
     assert set(received.ulaw) <= {0xFF, 0x7F}  # mu-law's two zeros
 
 
-def test_agent_audio_goes_out_in_20_ms_frames_naming_the_stream():
+def test_agent_audio_goes_out_in_whole_20_ms_frames_up_to_100_ms_a_message():
     session = MediaSession(Start("c", "s1"))
-    session.send(cmd.PlayAudio(2, 0, b"\x10" * 400))  # 50 ms
+    session.send(cmd.PlayAudio(2, 0, b"\x10" * 1050))  # 131 ms
+    session.send(cmd.PlayAudio(2, 0, b"\x10" * 400))  # 50 ms more
     session.send(cmd.Checkpoint("2.0"))
     out = frames(session)
-    assert [f["event"] for f in out] == ["playAudio"] * 3 + ["checkpoint"]
+    assert [f["event"] for f in out] == ["playAudio"] * 4 + ["checkpoint"]
     assert all(f["streamId"] == "s1" for f in out)
-    sizes = [len(base64.b64decode(f["media"]["payload"])) for f in out[:3]]
-    assert sizes == [160, 160, 160]  # the checkpoint flushes the tail, padded with silence
+    sizes = [len(base64.b64decode(f["media"]["payload"])) for f in out[:4]]
+    # What is ready goes at once, in whole frames; the checkpoint flushes the tail, padded
+    # with silence to a frame.
+    assert sizes == [800, 160, 480, 160]
     assert out[-1]["name"] == "2.0"
 
 

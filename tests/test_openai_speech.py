@@ -102,6 +102,29 @@ async def test_audio_is_a_third_of_the_samples_and_chunking_loses_nothing(clock)
     assert audio == whole.process(pcm) + whole.flush()
 
 
+async def test_a_fast_voice_is_read_in_pieces_once_the_phone_has_plenty_and_a_slow_one_never(
+    clock,
+):
+    """100 ms chunks every 20 ms (5x real time): the first goes at once, the rest in fewer,
+    larger pieces once 0.3 s is queued; every 100 ms (real time): each chunk at once."""
+    for delay, fewer in ((0.02, True), (0.1, False)):
+        fake = FakeOpenAI(
+            speech_chunk_sizes=(4800,), speech_chunk_delay=delay, speech_samples_per_char=1440
+        )
+        async with run_fake_openai(fake):
+            rec = await speak(make_speech(fake), fake)
+        chunks = sum(1 for x in fake.timeline if isinstance(x, Sent))
+        pieces = [e for e in rec.events if isinstance(e, TtsAudio)]
+        assert len(pieces[0].audio) < 800  # the first chunk, at once
+        if fewer:
+            assert len(pieces) <= chunks * 2 // 3
+        else:
+            assert len(pieces) >= chunks  # one per chunk (and the encoder's tail)
+        whole = PhoneEncoder()
+        pcm = speech_pcm(SENTENCE, fake.speech_samples_per_char)
+        assert audio_of(rec.events) == whole.process(pcm) + whole.flush()
+
+
 async def test_blank_text_needs_no_request(clock):
     fake = FakeOpenAI()
     async with run_fake_openai(fake):

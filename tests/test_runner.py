@@ -163,3 +163,52 @@ async def test_a_failing_inline_vad_is_noted_once_and_the_call_goes_on(tmp_path)
     records = [json.loads(line) for line in session.path.read_text().split("\n")[:-1]]
     assert [r["what"] for r in records if r["kind"] == "note"] == ["vad_failed"]
     assert records[-1]["kind"] == "footer" and records[-1]["dropped_audio_frames"] == 0
+
+
+async def test_quiet_caller_audio_reaches_the_recognizer_in_batches_and_speech_at_once():
+    import logging
+
+    from adapters.call.reader import SocketReader
+    from adapters.media.vad import VadDetector
+    from adapters.vobiz.session import MediaSession
+
+    class Loudness:  # the VAD's verdict per frame: anything but silence is voice
+        def is_speech(self, frame: bytes) -> bool:
+            return frame != b"\xff" * 160
+
+    events_tx, _events_rx = trio.open_memory_channel(100)
+    audio_tx, audio_rx = trio.open_memory_channel(100)
+    reader = SocketReader(
+        MediaSession(Start("call-1", "stream-1")),
+        events_tx,
+        audio_tx,
+        VadDetector(Loudness(), onset_s=0.1, offset_s=0.5),
+        None,
+        lambda *a, **k: None,
+        lambda: 0.0,
+        logging.LoggerAdapter(logging.getLogger("test"), {}),
+        max_protocol_errors=20,
+    )
+
+    def media(chunk: bytes) -> str:
+        payload = base64.b64encode(chunk).decode()
+        return json.dumps({"event": "media", "media": {"payload": payload}})
+
+    speech = b"\x10" * 160 * 15
+    quiet = [media(b"\xff" * 160)] * 12
+    voiced = [media(speech[i : i + 160]) for i in range(0, len(speech), 160)]
+    after = [media(b"\xff" * 160)] * 30  # 600 ms: past the VAD's 500 ms offset
+    frames = [*quiet, *voiced, *after, json.dumps({"event": "stop"})]
+    await reader.read(Frames(frames), lambda: False)
+    heard = []
+    while True:
+        try:
+            heard.append(len(audio_rx.receive_nowait()))
+        except trio.WouldBlock:
+            break
+    # Quiet and speech go in batches of up to 100 ms.
+    assert sum(heard) == 160 * (12 + 15 + 30)
+    assert heard[:5] == [800, 800, 800, 800, 800]  # 12 quiet and 13 voiced frames
+    # Two voiced frames and the first silent one, then each silent frame until the VAD's
+    # offset (25 frames) says the speech ended; then batches again, the rest at the end.
+    assert heard[5:] == [480] + [160] * 23 + [800, 160]

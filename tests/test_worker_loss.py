@@ -81,7 +81,7 @@ async def test_a_draining_worker_hands_its_call_over_instead_of_cutting_it(tmp_p
     """A rollout: the worker's drain ends before the call does, and the call goes on."""
     calls = {"CALL_LOG_DIR": str(tmp_path / "calls")}
     result, _balancer, _ports = await call_and_lose_its_worker(
-        calls | {"DRAIN_TIMEOUT": "0.5"}, calls, drain=True
+        calls | {"DRAIN_TIMEOUT": "0.5"}, calls, "drain"
     )
     (log,) = (tmp_path / "calls").glob("*.jsonl")
     lines, cut = split_log(log.read_text())
@@ -90,3 +90,24 @@ async def test_a_draining_worker_hands_its_call_over_instead_of_cutting_it(tmp_p
     whats = [json.loads(line).get("what") for line in lines]
     assert whats.index("handed_over") < whats.index("taken_over")
     assert [json.loads(line)["kind"] for line in lines].count("footer") == 1
+
+
+async def test_a_stream_that_reconnects_to_another_worker_takes_its_call_along(tmp_path: Path):
+    """Workers sharing a port (``serve --workers``): the kernel, not the call, picks which
+    one a reconnect reaches. The worker holding the call is alive, waiting for the stream;
+    asked for the call, it hands it over, and the other carries it on from the log."""
+    calls = {"CALL_LOG_DIR": str(tmp_path / "calls")}
+    result, balancer, ports = await call_and_lose_its_worker(calls, calls, "cut")
+    assert balancer.routed[:2] == [ports[0], ports[0]]
+    assert balancer.routed[2] == ports[1]  # the reconnect
+    (log,) = (tmp_path / "calls").glob("*.jsonl")
+    lines, cut = split_log(log.read_text())
+    assert not cut
+    carried_on_whole(lines, result)
+    records = [json.loads(line) for line in lines]
+    whats = [r.get("what") for r in records]
+    assert whats.index("stream_lost") < whats.index("handed_over") < whats.index("taken_over")
+    lost = records[whats.index("stream_lost")]["t"]
+    taken = records[whats.index("taken_over")]["t"]
+    assert taken - lost < 2.0  # not after the reconnect window: the holder was asked
+    assert not list((tmp_path / "calls" / ".leases").glob("*.asked"))

@@ -101,8 +101,14 @@ class CallBook:
                 break
             del self.answered[call_id]
 
-    def answer(self, call_id: str, caller: str, callee: str, now: float) -> Answered | Refused:
-        """``/answer``: admit the call (and mint its token) or say why not."""
+    def answer(
+        self, call_id: str, caller: str, callee: str, now: float, overloaded: bool = False
+    ) -> Answered | Refused:
+        """``/answer``: admit the call (and mint its token) or say why not.
+
+        ``overloaded``: the process's measured load has no room for another call
+        (:mod:`adapters.app.load_gauge`); ``max_calls`` is the ceiling either way.
+        """
         self.expire(now)
         if call_id in self.live or call_id in self.connecting:
             return Refused("call is live")
@@ -113,6 +119,8 @@ class CallBook:
         again = self.answered.pop(call_id, None)  # Vobiz may retry a slow answer
         if again is None and self.held >= self.max_calls:
             return Refused("full")
+        if again is None and overloaded:
+            return Refused("overloaded")
         answered = Answered(caller, callee, now + self.answer_window)
         self.answered[call_id] = answered
         return answered

@@ -28,6 +28,13 @@ def _add_server_commands(sub: Any) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port, each admitting calls by its own load"
+        " (default: the cores this process may use; 1 with --tunnel)",
+    )
+    p.add_argument(
         "--tunnel",
         action="store_true",
         help="take a public https URL from ngrok (its running agent, or pyngrok) and print"

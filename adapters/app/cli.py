@@ -38,8 +38,21 @@ def _settings(command: str) -> ServerSettings | None:
 
 def _serve(args: argparse.Namespace) -> int:
     from adapters.app.serving import ConfigError, serve_main
+    from adapters.app.workers import default_workers, serve_workers
 
+    settings = _settings("serve")
+    if settings is None:
+        return 2
+    count = args.workers if args.workers is not None else settings.workers
+    if count is None:
+        count = 1 if args.tunnel else default_workers()
+    if count < 1:
+        return _said("voice-agent serve", ValueError("--workers must be at least 1"))
+    if count > 1 and args.tunnel:
+        return _said("voice-agent serve", ValueError("--tunnel serves one process: --workers 1"))
     try:
+        if count > 1:
+            return trio.run(serve_workers, count, args.host, args.port)
         return trio.run(serve_main, args.host, args.port, args.tunnel)
     except ConfigError as exc:
         return _said("voice-agent", exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 import trio
 from hypercorn.config import Config
 
+from adapters.app import workers
+from adapters.app.load_gauge import LoadGauge, LoadLimits
 from adapters.app.server import VoiceAgentApp, create_app
 from adapters.app.settings import ServerSettings
 from adapters.app.switchboard import Switchboard
@@ -48,6 +51,8 @@ MAX_WEBSOCKET_MESSAGE = 64 * 1024
 READ_TIMEOUT = 30
 #: How long a draining server waits for the hang-up webhooks of the calls it ended.
 FINAL_HANGUP_WAIT = 3.0
+#: How often a worker of ``serve --workers`` looks whether its parent is still there.
+ORPHAN_POLL = 1.0
 
 
 def settle(app: VoiceAgentApp) -> None:
@@ -67,6 +72,17 @@ def settle(app: VoiceAgentApp) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def watch_load(app: VoiceAgentApp) -> LoadGauge | None:
+    """Admission by measured load, as the settings ask: the gauge to run, or None (off)."""
+    board = app.switchboard
+    settings = board.settings
+    limits = LoadLimits(cpu=settings.admission_cpu, loop_lag=settings.admission_loop_lag)
+    if not limits.on:
+        return None
+    board.load = LoadGauge(limits, calls=lambda: board.book.held)
+    return board.load
+
+
 async def serve_app(
     app: VoiceAgentApp,
     host: str,
@@ -74,14 +90,21 @@ async def serve_app(
     *,
     shutdown: trio.Event,
     task_status: Any = trio.TASK_STATUS_IGNORED,
+    measure_load: bool = False,
+    fd: int | None = None,
 ) -> None:
-    """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set, draining live calls first."""
+    """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set, draining live calls first.
+
+    ``measure_load``: admit calls by the process's measured load (:func:`watch_load`), as a
+    server in production does; the demo, the console and tests serve callers from the same
+    process, whose load is not the server's, so they leave it off.
+    """
     from hypercorn.trio import serve
 
     from adapters.app import hypercorn_repair
 
     board = app.switchboard
-    config = _hypercorn_config(host, port)
+    config = _hypercorn_config(host, port, fd)
 
     async def drained() -> None:
         await shutdown.wait()
@@ -89,13 +112,17 @@ async def serve_app(
 
     hypercorn_repair.install()
     settle(app)
+    gauge = watch_load(app) if measure_load else None
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                lambda task_status: serve(
-                    app, config, shutdown_trigger=drained, task_status=task_status
-                )
-            )
+            if gauge is not None:
+                nursery.start_soon(gauge.run)
+
+            async def serving(task_status: Any) -> None:
+                await serve(app, config, shutdown_trigger=drained, task_status=task_status)
+                nursery.cancel_scope.cancel()  # served and drained: the gauge goes too
+
+            binds = await nursery.start(serving)
             task_status.started(binds)
     finally:
         await board.providers.aclose()
@@ -106,9 +133,10 @@ async def serve_app(
                 await board.rest.aclose()
 
 
-def _hypercorn_config(host: str, port: int) -> Config:
+def _hypercorn_config(host: str, port: int, fd: int | None = None) -> Config:
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    # A worker of ``serve --workers`` accepts on the socket its parent bound for all of them.
+    config.bind = [f"fd://{fd}" if fd is not None else f"{host}:{port}"]
     config.graceful_timeout = 5.0
     config.accesslog, config.errorlog = logs.hypercorn_loggers()
     config.access_log_format = logs.ACCESS_LOG_FORMAT
@@ -142,7 +170,11 @@ async def _drain(board: Switchboard) -> None:
 
 
 async def serve_on_loopback(
-    nursery: trio.Nursery, app: VoiceAgentApp, shutdown: trio.Event, port: int = 0
+    nursery: trio.Nursery,
+    app: VoiceAgentApp,
+    shutdown: trio.Event,
+    port: int = 0,
+    measure_load: bool = False,
 ) -> str:
     """Serve ``app`` on 127.0.0.1 (a free port by default: tests, demo, benchmarks); return its
     base URL.
@@ -151,7 +183,12 @@ async def serve_on_loopback(
     """
     binds = await nursery.start(
         lambda task_status: serve_app(
-            app, "127.0.0.1", port, shutdown=shutdown, task_status=task_status
+            app,
+            "127.0.0.1",
+            port,
+            shutdown=shutdown,
+            task_status=task_status,
+            measure_load=measure_load,
         )
     )
     base = binds[0].replace("0.0.0.0", "127.0.0.1")
@@ -166,6 +203,26 @@ async def until_interrupted() -> None:
             return
 
 
+async def until_interrupted_or_orphaned() -> None:
+    """A worker of ``serve --workers`` stops as its parent tells it, or when the parent is
+    gone (killed outright, it cannot): then no one would restart or stop it."""
+    parent = os.getppid()
+    async with trio.open_nursery() as nursery:
+
+        async def orphaned() -> None:
+            while os.getppid() == parent:
+                await trio.sleep(ORPHAN_POLL)
+            log.warning("the parent of the workers is gone: this worker stops too")
+            nursery.cancel_scope.cancel()
+
+        async def interrupted() -> None:
+            await until_interrupted()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(orphaned)
+        nursery.start_soon(interrupted)
+
+
 # -- voice-agent serve -------------------------------------------------------------------------
 
 
@@ -173,7 +230,7 @@ async def serve_main(host: str | None, port: int | None, tunnel: bool) -> int:
     """``voice-agent serve``: serve until interrupted, then drain; a setting that cannot work
     is a :class:`ConfigError`."""
     try:
-        settings = _serve_settings(host, port)
+        settings = serve_settings(host, port)
         logs.use_format(settings.log_format)
         app = build_app(settings)
     except ValueError as exc:  # a setting that cannot work: say which, not a traceback
@@ -184,14 +241,23 @@ async def serve_main(host: str | None, port: int | None, tunnel: bool) -> int:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
                 lambda task_status: serve_app(
-                    app, settings.host, settings.port, shutdown=shutdown, task_status=task_status
+                    app,
+                    settings.host,
+                    settings.port,
+                    shutdown=shutdown,
+                    task_status=task_status,
+                    measure_load=True,
+                    fd=workers.listen_fd(),
                 )
             )
             if tunnel:
                 opened = await _tunnel_to(app, binds, shutdown)
             public = app.switchboard.settings.public_url
             log.info("serving on %s; answer URL %s/answer", ", ".join(binds), public)
-            await until_interrupted()
+            if workers.listen_fd() is None:
+                await until_interrupted()
+            else:
+                await until_interrupted_or_orphaned()
             log.info("shutting down: no new calls; live calls get %.0f s", settings.drain_timeout)
             shutdown.set()
     except* ConfigError as group:  # out of the nursery: one error, said plainly
@@ -202,7 +268,7 @@ async def serve_main(host: str | None, port: int | None, tunnel: bool) -> int:
     return 0
 
 
-def _serve_settings(host: str | None, port: int | None) -> ServerSettings:
+def serve_settings(host: str | None, port: int | None) -> ServerSettings:
     """The settings, with ``--host`` and ``--port`` as options; the public URL defaults to
     the address served."""
     overrides: dict[str, Any] = {}

@@ -186,13 +186,21 @@ class ServerSettings(BaseSettings):
     record_audio: bool = False
     #: The console log's lines: text, or one JSON object each (``adapters/ops/logs.py``).
     log_format: Literal["text", "json"] = "text"
-    #: Calls held at once (answered and waiting for their stream, or live).
+    #: Calls held at once (answered and waiting for their stream, or live): the ceiling.
     max_calls: int = Field(50, ge=0)
+    #: Below the ceiling, a call is admitted only while the process's measured load has room
+    #: for it (``adapters/app/load_gauge.py``): CPU as a share of one core (0: not checked)
+    #: and the event loop's lateness in seconds (0: not checked).
+    admission_cpu: float = Field(0.7, ge=0, le=1)
+    admission_loop_lag: float = Field(0.015, ge=0)
     #: The media stream's format (the answer's ``contentType``); checked when the app is made.
     media_format: str = "audio/x-mulaw;rate=8000"
     #: Vobiz ``maxRetries``: reconnects of a dropped media stream; the call waits for them.
     stream_retries: int = Field(0, ge=0, le=10)
     drain_timeout: float = Field(30.0, ge=0)
+    #: ``voice-agent serve``'s processes on the port (``--workers``); unset: one per core
+    #: this process may use (its CPU affinity and cgroup quota).
+    workers: int | None = Field(None, ge=1, le=256)
     agent_file: Path | None = None
 
     # Which providers answer: auto picks the real one when its key is set.

@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from adapters.app.admission import NOT_ANSWERED_HERE, CallBook, NewCall, Reconnect, Refused
+from adapters.app.load_gauge import LoadGauge
 from adapters.app.settings import ServerSettings
 from adapters.call.runner import CallOptions, CallRunner
 from adapters.call.store import CallStore, open_store, worker_name
@@ -42,7 +43,10 @@ FINISHED_KEPT = 1_000
 #: With stream retries on, how long a call whose socket dropped waits for Vobiz to reconnect.
 RECONNECT_WINDOW = 5.0
 #: How often a socket whose call is held elsewhere asks the store again.
-LEASE_POLL = 0.25
+LEASE_POLL = 0.1
+#: How long a reconnected stream waits for the worker holding its call to hand it over
+#: (that worker looks every :data:`adapters.call.runner.ASKED_POLL` while it waits).
+HANDOVER_WAIT = 1.5
 #: A stream token outlives the longest call by this much (the answer window and slack).
 TOKEN_SLACK = 60.0
 
@@ -83,6 +87,8 @@ class Switchboard:
     worker: str = attrs.field(factory=worker_name)
     #: Reads every call's log records too, for the per-turn figures of ``/metrics``.
     figures: metrics.CallFigures = attrs.field(factory=metrics.CallFigures)
+    #: The process's measured load, where admission asks it (``voice-agent serve``).
+    load: LoadGauge | None = None
 
     def __attrs_post_init__(self) -> None:
         self.book = CallBook(self.settings.max_calls)
@@ -167,7 +173,9 @@ class Switchboard:
         if isinstance(claim, Refused) and claim.reason != NOT_ANSWERED_HERE:
             return self._refuse(call_id, claim.reason)
         lease = await self.store.claim(call_id, self.worker)
-        with trio.move_on_after(self.store.lease_wait):
+        if lease is None:  # its holder may be waiting for this very stream: ask for the call
+            await self.store.ask_for(call_id)
+        with trio.move_on_after(max(self.store.lease_wait, HANDOVER_WAIT)):
             while lease is None:  # its holder may have died, and the store not know it yet
                 await trio.sleep(LEASE_POLL)
                 lease = await self.store.claim(call_id, self.worker)

@@ -101,13 +101,21 @@ async def answer(_trust: Trust) -> Response:
         return Response("CallUUID is required (at most 128 printable characters)", status=400)
     caller = _form_value(form, "From", MAX_NUMBER) or ""
     callee = _form_value(form, "To", MAX_NUMBER) or ""
-    admitted = board.book.answer(call_id, caller, callee, trio.current_time())
+    load = board.load
+    overloaded = load.refusal() if load is not None else None
+    again = call_id in board.book.answered
+    admitted = board.book.answer(
+        call_id, caller, callee, trio.current_time(), overloaded=overloaded is not None
+    )
     if isinstance(admitted, Refused):
-        log.warning("refused at /answer: %s", admitted.reason, extra={"call_id": call_id})
+        why = f"{admitted.reason}: {overloaded}" if admitted.reason == "overloaded" else ""
+        log.warning("refused at /answer: %s", why or admitted.reason, extra={"call_id": call_id})
         metrics.refused("answer", admitted.reason)
-        if admitted.reason in ("full", "draining"):
+        if admitted.reason in ("full", "draining", "overloaded"):
             return Response(vobiz_xml.busy_xml(BUSY), content_type="application/xml")
         return Response(f"refused: {admitted.reason}", status=409)
+    if load is not None and not again:
+        load.admitted()
     # Its media socket may land on another worker of the deployment, which then starts it.
     await board.store.remember_answer(call_id, caller, callee, board.book.answer_window)
     settings = board.settings
@@ -165,19 +173,32 @@ async def transfer(_trust: Trust) -> Response:
 
 
 async def health() -> Response:
-    """For load balancers: 503 while draining, or while full (a new call would hear the busy
-    message here: the balancer should send it to another server)."""
+    """For load balancers: 503 while draining, while full, and while the measured load
+    refuses new calls (``refusing`` says why): a new call would hear the busy message here,
+    so the balancer should send it to another server."""
     board = _board()
     full = board.book.held >= board.book.max_calls
-    body = {
-        "status": "draining" if board.draining else "full" if full else "ok",
+    load = board.load.report() if board.load is not None else None
+    refusing = load["refusing"] if load is not None else None
+    body: dict[str, Any] = {
+        "status": "draining"
+        if board.draining
+        else "full"
+        if full
+        else "busy"
+        if refusing
+        else "ok",
         "active_calls": len(board.live),
         "held_calls": board.book.held,
         "version": version(),
+        # Which process answered: several may share the port (``serve --workers``).
+        "worker": board.worker,
         # Where Vobiz reaches this server: ``voice-agent call`` reads it from here.
         "public_url": board.settings.public_url,
     }
-    status = 503 if board.draining or full else 200
+    if load is not None:
+        body["load"] = load
+    status = 503 if board.draining or full or refusing else 200
     return Response(json.dumps(body), status=status, content_type="application/json")
 
 

@@ -45,6 +45,8 @@ log = logging.getLogger("voice_agent.store")
 LEASE_SECONDS = 3.0
 #: How often a live call's lease is renewed.
 RENEW_EVERY = LEASE_SECONDS / 4
+#: A worker's request for a call its holder is only waiting on expires after this long.
+ASKED_SECONDS = 10.0
 #: A call's log stays in Redis this long after its last record.
 LOG_KEPT_SECONDS = 7 * 24 * 3600
 #: A batch of records that cannot reach Redis is tried this many times, then given up
@@ -195,6 +197,10 @@ class RedisLease:
                 raise LeaseLost("another worker holds the call")
             renewed = trio.current_time()
 
+    async def asked_for(self) -> bool:
+        key = _key(self.call_id, "asked")
+        return bool(await trio.to_thread.run_sync(self.store.client.exists, key))
+
     def release(self, ended: bool) -> None:
         if not self._held:
             return
@@ -229,13 +235,23 @@ class RedisStore:
             return str(fields.get("caller", "")), str(fields.get("callee", ""))
         return None
 
+    async def ask_for(self, call_id: str) -> None:
+        expiry = math.ceil(ASKED_SECONDS * 1000)
+        await trio.to_thread.run_sync(
+            lambda: self.client.set(_key(call_id, "asked"), "1", px=expiry)
+        )
+
     async def claim(self, call_id: str, worker: str) -> RedisLease | None:
         token = f"{worker}/{uuid.uuid4().hex[:8]}"
-        taken = await trio.to_thread.run_sync(
-            lambda: self.client.set(
-                _key(call_id, "lease"), token, nx=True, px=math.ceil(LEASE_SECONDS * 1000)
-            )
-        )
+
+        def claim() -> bool:
+            lease = _key(call_id, "lease")
+            if not self.client.set(lease, token, nx=True, px=math.ceil(LEASE_SECONDS * 1000)):
+                return False
+            self.client.delete(_key(call_id, "asked"))  # whoever asked has it now
+            return True
+
+        taken = await trio.to_thread.run_sync(claim)
         return RedisLease(self, call_id, token) if taken else None
 
     async def aclose(self) -> None:

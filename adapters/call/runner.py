@@ -49,6 +49,8 @@ from engine.replay import Resumed
 STT_BUFFER_FRAMES = 250
 #: Events waiting for the engine (the engine handles one in tens of microseconds).
 EVENT_BUFFER = 1000
+#: How often a call waiting for its stream looks whether it reconnected to another worker.
+ASKED_POLL = 0.1
 
 
 @attrs.define
@@ -335,7 +337,16 @@ class CallRunner:
             self.end_from_outside("socket closed")
 
     async def _await_reconnect(self, which: int, window: float) -> None:
-        await trio.sleep(window)
+        """Wait for Vobiz to reconnect the stream; a reconnect that reached another worker
+        of the deployment (they share a port) asks for the call there: it is handed over."""
+        with trio.move_on_after(window):
+            while which == self._line.sockets:
+                await trio.sleep(ASKED_POLL)
+                lease = self.lease
+                if lease is not None and which == self._line.sockets and await lease.asked_for():
+                    self.log.info("its stream reconnected to another worker")
+                    self.hand_over()
+                    return
         if which == self._line.sockets:
             self._line.gave_up = True
             self._line.closed.set()

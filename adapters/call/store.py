@@ -9,7 +9,8 @@ The store is what every worker shares:
 - a **lease** per call: the one process running it holds it, so two workers
   never run one call; it dies with its holder (a killed worker's lease is free
   at once on one host, after a few seconds with Redis), and a reconnecting
-  stream that lands elsewhere takes the call over;
+  stream that lands elsewhere takes the call over: its holder, if it is only
+  waiting for that stream, hands the call over when asked (:meth:`CallStore.ask_for`);
 - the **answer** of each call (``From``/``To``), so the media socket may land
   on any worker of the port, not only the one that answered.
 
@@ -64,6 +65,10 @@ class Lease(Protocol):
         """Let the call go; ``ended``: it is over, and what only a live call needs is dropped."""
         ...
 
+    async def asked_for(self) -> bool:
+        """Whether the call's stream has reconnected to another worker, which wants the call."""
+        ...
+
 
 class CallStore(Protocol):
     """What the workers of a deployment share about calls (see the module's docstring)."""
@@ -79,6 +84,10 @@ class CallStore(Protocol):
 
     async def answer_of(self, call_id: str) -> tuple[str, str] | None:
         """The caller and callee of a call some worker answered, if still fresh."""
+        ...
+
+    async def ask_for(self, call_id: str) -> None:
+        """The call's stream reached this worker while another holds the call: ask for it."""
         ...
 
     async def claim(self, call_id: str, worker: str) -> Lease | None:
@@ -161,6 +170,9 @@ class _FileLease:
     async def keep(self) -> None:
         await trio.sleep_forever()  # the kernel keeps it for us, and drops it with us
 
+    async def asked_for(self) -> bool:
+        return self.store.asked_file(self.call_id).exists()
+
     def release(self, ended: bool) -> None:
         if self._fd is None:
             return
@@ -190,6 +202,12 @@ class LocalStore:
 
     def answer_file(self, call_id: str) -> Path:
         return self._file(".answered", call_id, ".json")
+
+    def asked_file(self, call_id: str) -> Path:
+        return self._file(".leases", call_id, ".asked")
+
+    async def ask_for(self, call_id: str) -> None:
+        self.asked_file(call_id).touch()
 
     async def remember_answer(self, call_id: str, caller: str, callee: str, ttl: float) -> None:
         path = self.answer_file(call_id)
@@ -229,6 +247,8 @@ class LocalStore:
                 return None
             try:
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    with contextlib.suppress(FileNotFoundError):  # whoever asked has it now
+                        self.asked_file(call_id).unlink()
                     return _FileLease(self, call_id, fd, path, worker)
             except FileNotFoundError:
                 pass

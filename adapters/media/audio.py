@@ -52,21 +52,31 @@ class PhoneEncoder:
 
 
 class Framer:
-    """Cuts a byte stream into fixed frames (20 ms = 160 bytes of mu-law) so that
-    a clearAudio never has more than one frame to chase."""
+    """Cuts a byte stream into whole frames (20 ms = 160 bytes of mu-law), given out in
+    pieces of at most ``max_frames`` frames.
 
-    def __init__(self, frame_bytes: int = FRAME_BYTES) -> None:
-        if frame_bytes < 1:
-            raise ValueError("frame_bytes must be positive")
+    A piece of several frames is one message where the stream allows it (the agent's
+    audio to the phone: :mod:`adapters.vobiz.session`); what is ready is never held back
+    to fill a piece, only the part of a frame that is not whole yet.
+    """
+
+    def __init__(self, frame_bytes: int = FRAME_BYTES, max_frames: int = 1) -> None:
+        if frame_bytes < 1 or max_frames < 1:
+            raise ValueError("frame_bytes and max_frames must be positive")
         self.frame_bytes = frame_bytes
+        self.piece_bytes = frame_bytes * max_frames
         self._carry = b""
 
     def push(self, data: bytes) -> list[bytes]:
         """Whole frames only; the remainder waits for the next push."""
-        data = self._carry + data
+        data = self._carry + data if self._carry else data
         whole = len(data) - len(data) % self.frame_bytes
         self._carry = data[whole:]
-        return [data[i : i + self.frame_bytes] for i in range(0, whole, self.frame_bytes)]
+        if whole <= self.piece_bytes:
+            return [data[:whole]] if whole else []
+        return [
+            data[i : min(i + self.piece_bytes, whole)] for i in range(0, whole, self.piece_bytes)
+        ]
 
     def flush(self, pad: bytes = ULAW_SILENCE) -> bytes | None:
         """The last partial frame padded to full length with ``pad`` (one byte), or None."""

@@ -183,12 +183,24 @@ class VadDetector:
         self.classifier = classifier
         self.segmenter = VadSegmenter(onset_s, offset_s)
         self.framer = Framer()
+        self.voiced = False  # the classifier's word on the latest frame
+
+    @property
+    def audio_can_wait(self) -> bool:
+        """Whether the caller's latest audio may wait a little before the recognizer gets it.
+
+        It may while the caller is quiet, and while they are talking (the last frame was
+        voice); not from the first silent frame after speech until the VAD hears the
+        speech's end, since those frames are what ends the turn at the recognizer.
+        """
+        return self.voiced or not self.segmenter.in_speech
 
     def feed(self, chunk: bytes, now: float) -> list[Event]:
         """CallerSpeechStarted/CallerSpeechStopped (source ``"vad"``) completed by this audio, if any."""
         out: list[Event] = []
         for frame in self.framer.push(chunk):
-            change = self.segmenter.push(self.classifier.is_speech(frame), now)
+            self.voiced = voiced = self.classifier.is_speech(frame)
+            change = self.segmenter.push(voiced, now)
             if isinstance(change, VoiceStarted):
                 out.append(CallerSpeechStarted(at=change.at, source="vad"))
             elif isinstance(change, VoiceStopped):

@@ -21,7 +21,6 @@ Wire facts and sources: ``docs/deepgram.md``.
 from __future__ import annotations
 
 import bisect
-import itertools
 import json
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from trio_websocket import (
     WebSocketConnection,
 )
 
-from adapters.media.audio import PHONE_RATE
+from adapters.media.audio import FRAME_BYTES, PHONE_RATE
 from adapters.ops import metrics
 from adapters.providers.deepgram import auth_headers, refusal_detail
 from adapters.providers.interfaces import AudioSource, ProviderLink
@@ -122,9 +121,12 @@ class AudioBacklog:
         """Chunks from ``index`` on (or the oldest kept, if it was dropped), up to ``limit`` bytes."""
         out: list[_Chunk] = []
         total = 0
-        # Indices are consecutive, so skip straight to ``index`` (this runs for every frame).
-        skip = max(0, index - self.first_index())
-        for chunk in itertools.islice(self.chunks, skip, None):
+        # Indices are consecutive, so go straight to ``index``. This runs for every chunk,
+        # and what is unsent sits at the newest end of up to 30 s of backlog: a deque is
+        # indexed from its nearer end, where walking it from the oldest would pass them all.
+        chunks = self.chunks
+        for position in range(max(0, index - self.first_index()), len(chunks)):
+            chunk = chunks[position]
             if out and total + len(chunk.data) > limit:
                 break
             out.append(chunk)
@@ -312,7 +314,9 @@ async def _pump(audio: AudioSource, backlog: AudioBacklog, link: ProviderLink) -
     """Always take the phone's audio, connected or not, so the caller side never stalls."""
     async for chunk in audio:
         if chunk:  # an empty frame would end Deepgram's stream
-            backlog.append(bytes(chunk), link.now())
+            # A batch of frames (the caller was quiet) began when its first frame came.
+            at = link.now() - max(0, len(chunk) - FRAME_BYTES) / PHONE_RATE
+            backlog.append(bytes(chunk), at)
     backlog.close()
 
 

@@ -57,6 +57,11 @@ class VoiceDetector(Protocol):
     def feed(self, chunk: bytes, now: float) -> list[Event]:
         """The CallerSpeechStarted/CallerSpeechStopped this audio completes, if any."""
 
+    @property
+    def audio_can_wait(self) -> bool:
+        """Whether the latest audio may reach the recognizer a little later (nothing in it
+        can end the caller's turn)."""
+
 
 class VoiceActivity(Protocol):
     """Makes a fresh :class:`VoiceDetector` for each call."""

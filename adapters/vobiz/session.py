@@ -7,9 +7,19 @@ commands for the phone (:meth:`MediaSession.send`) and writes whatever
 :meth:`MediaSession.next_frame` gives it. In between, the session owns what
 the stream's format asks for: converting the caller's audio to the 8 kHz mu-law
 the call works in and the agent's back to the stream's format (L16 is
-big-endian in, little-endian out), cutting the agent's audio into 20 ms frames,
-and an outbox of typed messages, encoded only when written so that after a
-reconnect they carry the new stream's id.
+big-endian in, little-endian out), cutting the agent's audio into messages of
+whole 20 ms frames (up to :data:`PLAY_FRAMES` of them), and an outbox of typed
+messages, encoded only when written so that after a reconnect they carry the
+new stream's id.
+
+Vobiz documents no largest ``playAudio``; it recommends "approximately 20-60 ms
+chunks ... a recommendation, not a requirement". We send up to 100 ms: five
+times fewer messages than 20 ms frames (each one is a JSON encoding, a WebSocket
+frame and a system call here, and a message to parse at Vobiz), a message that
+still fits one TCP segment (about 1.1 KB of base64 for mu-law), and at most
+100 ms of audio in flight in one message, were a ``clearAudio`` to let the
+message being played finish; that is as long as the caller must speak before
+their barge-in counts. Nothing ready is held back to fill a message.
 """
 
 from __future__ import annotations
@@ -52,6 +62,9 @@ Received = (
     CallerAudio | ev.AudioPlayed | ev.AudioCleared | ev.DtmfPressed | ev.CallEnded | StartedAgain
 )
 
+#: Frames of 20 ms in one ``playAudio`` at most (see the module's doc for why 100 ms).
+PLAY_FRAMES = 5
+
 #: The engine's commands that are the phone's business.
 PhoneCommand = cmd.PlayAudio | cmd.Checkpoint | cmd.ClearAudio | cmd.Hangup
 
@@ -59,9 +72,11 @@ PhoneCommand = cmd.PlayAudio | cmd.Checkpoint | cmd.ClearAudio | cmd.Hangup
 class MediaSession:
     """The media stream of one call, across reconnects."""
 
-    def __init__(self, start: Start, max_frame_bytes: int = 64_000) -> None:
+    def __init__(
+        self, start: Start, max_frame_bytes: int = 64_000, play_frames: int = PLAY_FRAMES
+    ) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self.framer = Framer()
+        self.framer = Framer(max_frames=play_frames)
         self.outbox: deque[out.Outbound] = deque()
         self.start = start
         self._use(start)

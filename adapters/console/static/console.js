@@ -202,8 +202,9 @@ class Call {
   onAgent(msg) {
     switch (msg.event) {
       case "playAudio": {
-        stats.agentFrames++;
         const bytes = base64ToBytes(msg.media.payload);
+        // A message carries up to 100 ms: count the 20 ms frames (160 bytes of mu-law).
+        stats.agentFrames += Math.max(1, Math.round(bytes.length / 160));
         this.node.port.postMessage({ type: "play", ulaw: bytes }, [bytes.buffer]);
         break;
       }
