@@ -47,6 +47,8 @@ import math
 import os
 import random
 import re
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -309,7 +311,9 @@ async def server_main(args: argparse.Namespace) -> None:
     gc_pauses.install()
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        base = await serve_on_loopback(nursery, app, shutdown)
+        base = await serve_on_loopback(
+            nursery, app, shutdown, measure_load=args.admission, fd=args.listen_fd
+        )
         nursery.start_soon(_loop_lag, loop_lag, stalls, shutdown)
         print(json.dumps({"url": base, "pid": os.getpid()}), flush=True)
         watch = StepWatch() if args.steps else None
@@ -399,7 +403,44 @@ class ProcStats:
         return 100 * max(0.0, others) / (last[0] - first[0])
 
 
-async def _sampler(stats: ProcStats, stop: trio.Event) -> None:
+class Together:
+    """The server's processes as one: CPU and memory added up, waits averaged."""
+
+    def __init__(self, parts: list[ProcStats]) -> None:
+        self.parts = parts
+
+    @property
+    def samples(self) -> list[tuple[float, float, int, float, float]]:
+        rows = zip(*(p.samples for p in self.parts), strict=False)
+        return [(r[0][0], sum(x[1] for x in r), sum(x[2] for x in r), 0.0, 0.0) for r in rows]
+
+    def sample(self) -> tuple[float, float, int, float, float]:
+        each = [p.sample() for p in self.parts]
+        return (each[0][0], sum(e[1] for e in each), sum(e[2] for e in each), 0.0, 0.0)
+
+    def cpu_percent(self, start: float, end: float) -> float:
+        return sum(p.cpu_percent(start, end) for p in self.parts)
+
+    def wait_percent(self, start: float, end: float) -> float:
+        return statistics.mean(p.wait_percent(start, end) for p in self.parts)
+
+    def others_percent(self, start: float, end: float) -> float:
+        return statistics.mean(p.others_percent(start, end) for p in self.parts)
+
+
+def _merged_stats(files: list[Path]) -> dict:
+    """The servers' own figures as one server's: their samples pooled."""
+    found = [json.loads(f.read_text()) for f in files if f.exists()]
+    if len(found) <= 1:
+        return found[0] if found else {}
+    merged: dict = {}
+    for key in ("inbound_lag", "inbound_lag_send", "loop_lag", "stalls", "gc"):
+        merged[key] = [x for one in found for x in one.get(key, [])]
+    merged["steps"] = found[0].get("steps")
+    return merged
+
+
+async def _sampler(stats: ProcStats | Together, stop: trio.Event) -> None:
     while not stop.is_set():
         try:
             stats.sample()
@@ -408,7 +449,9 @@ async def _sampler(stats: ProcStats, stop: trio.Event) -> None:
         await trio.sleep(0.25)
 
 
-async def _start_process(argv: list[str], nursery: trio.Nursery) -> tuple[trio.Process, dict]:
+async def _start_process(
+    argv: list[str], nursery: trio.Nursery, pass_fds: tuple[int, ...] = ()
+) -> tuple[trio.Process, dict]:
     """Start a child of this script; its first stdout line is JSON describing it."""
     proc = await nursery.start(
         lambda task_status: trio.run_process(
@@ -417,6 +460,7 @@ async def _start_process(argv: list[str], nursery: trio.Nursery) -> tuple[trio.P
             stdout=subprocess.PIPE,
             check=False,
             start_new_session=True,  # its own autogroup: see _raise_priority
+            pass_fds=pass_fds,
             task_status=task_status,
         )
     )
@@ -567,37 +611,53 @@ async def run_step(
     server_args: tuple[str, ...] = (),
     nice: bool = False,
     phases: int = 1,
+    workers: int = 1,
 ) -> dict:
-    """One ladder step: a fresh server, ``n`` callers, then its logs and /proc numbers."""
+    """One ladder step: a fresh server (``workers`` processes on one port), ``n`` callers,
+    then its logs and /proc numbers."""
     from bench.caller import run_calls
 
     log_dir = Path(tempfile.mkdtemp(prefix=f"calls-{n}-", dir=log_root))
-    stats_file = log_dir / "server-stats.json"
+    stats_files = [log_dir / f"server-stats-{i}.json" for i in range(workers)]
     scripts = workload.scripts(n, seconds)
     rng = random.Random(n)
     starts = sorted(rng.uniform(0, ramp) for _ in range(n))
     failures: list[str] = []
     async with trio.open_nursery() as nursery:
-        argv = [
-            "server",
-            "--fakes",
-            json.dumps(fakes),
-            "--log-dir",
-            str(log_dir),
-            "--stats",
-            str(stats_file),
-            "--max-seconds",
-            str(seconds + ramp + SAFETY_SECONDS),
-        ]
-        if profile:
-            argv += ["--profile", str(log_dir / "server-profile.txt")]
-        if server_cpu is not None:
-            argv += ["--cpu", str(server_cpu)]
-        if nice:
-            argv += ["--nice"]
-        argv += server_args
-        proc, info = await _start_process(argv, nursery)
-        stats = ProcStats(info["pid"], server_cpu)
+        listener = None
+        if workers > 1:  # one port, as serve --workers binds it once for all its workers
+            listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+            listener.set_inheritable(True)
+        servers: list[tuple[trio.Process, ProcStats]] = []
+        for i, stats_file in enumerate(stats_files):
+            argv = [
+                "server",
+                "--fakes",
+                json.dumps(fakes),
+                "--log-dir",
+                str(log_dir),
+                "--stats",
+                str(stats_file),
+                "--max-seconds",
+                str(seconds + ramp + SAFETY_SECONDS),
+            ]
+            if profile:
+                name = "server-profile.txt" if i == 0 else f"server-profile-{i}.txt"
+                argv += ["--profile", str(log_dir / name)]
+            cpu_of = None if server_cpu is None else (server_cpu + i) % (os.cpu_count() or 1)
+            if cpu_of is not None:
+                argv += ["--cpu", str(cpu_of)]
+            if nice:
+                argv += ["--nice"]
+            if listener is not None:
+                argv += ["--listen-fd", str(listener.fileno())]
+            argv += server_args
+            fds = (listener.fileno(),) if listener is not None else ()
+            proc, info = await _start_process(argv, nursery, fds)
+            servers.append((proc, ProcStats(info["pid"], cpu_of)))
+        if listener is not None:
+            listener.close()  # the workers hold it now
+        stats = Together([s for _p, s in servers])
         caller_stats = ProcStats(os.getpid())
         await trio.sleep(0.5)
         idle = stats.sample()
@@ -630,8 +690,9 @@ async def run_step(
         server_wait = stats.wait_percent(*steady)
         cpu0_others = stats.others_percent(*steady)
         await trio.sleep(1.0)  # let the hang-up webhooks finish the logs
-        await _stop_process(proc)
-    server = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        for proc, _stats in servers:
+            await _stop_process(proc)
+    server = _merged_stats(stats_files)
     logs = [analyse_log(p) for p in sorted(log_dir.glob("*.jsonl"))]
     overhead = [x for log in logs for x in log["overhead"]]
     barge = [x for log in logs for x in log["barge_in"]]
@@ -919,9 +980,10 @@ async def bench_main(args: argparse.Namespace) -> None:
                     workload,
                     args.profile,
                     server_cpu,
-                    tuple(args.server_arg or ()),
+                    tuple(args.server_arg or ()) + (("--admission",) if args.admission else ()),
                     args.nice,
                     args.phases,
+                    args.workers,
                 )
                 after = fake_stats.sample()
                 row["fakes_cpu_percent"] = 100 * (after[1] - before[1]) / (after[0] - before[0])
@@ -969,6 +1031,10 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=600)
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     p.add_argument("--nice", action="store_true", help="run ahead of the machine's other work")
+    p.add_argument(
+        "--admission", action="store_true", help="admit calls by measured load, as serve does"
+    )
+    p.add_argument("--listen-fd", type=int, default=None, help="accept on this inherited socket")
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, 30 s each")
     parser.add_argument("--calls", default="1,10,25,40,50,75,100")
     parser.add_argument(
@@ -995,6 +1061,19 @@ def main() -> None:
         "--seconds", type=float, default=None, help="length of each call (busy 40, light 30)"
     )
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, as serve --workers N runs them; with --pin, "
+        "worker i on CPU i (the fakes and callers stay on CPU 1)",
+    )
+    parser.add_argument(
+        "--admission",
+        action="store_true",
+        help="the servers admit calls by their measured load (ADMISSION_CPU, "
+        "ADMISSION_LOOP_LAG), as voice-agent serve does; refused callers hear the busy message",
+    )
     parser.add_argument(
         "--phases",
         type=int,

@@ -114,7 +114,7 @@ async def test_serve_writes_json_lines_each_once_hypercorns_included_and_serves_
         "PYTHONPATH": str(ROOT),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    command = [sys.executable, "-m", "adapters.app.cli", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "adapters.app.cli", "serve", "--port", "0", "--workers", "1"]
     # cwd: a folder without a .env, so only this environment counts.
     process = await trio.lowlevel.open_process(command, env=env, cwd=tmp_path, stderr=-1)
     assert process.stderr is not None

@@ -40,9 +40,10 @@ def _serve(args: argparse.Namespace) -> int:
     from adapters.app.serving import ConfigError, serve_main
     from adapters.app.workers import default_workers, serve_workers
 
-    settings = _settings("serve")
-    if settings is None:
-        return 2
+    try:
+        settings = ServerSettings.from_env()
+    except ValueError as exc:
+        return _said("voice-agent", exc)
     count = args.workers if args.workers is not None else settings.workers
     if count is None:
         count = 1 if args.tunnel else default_workers()

@@ -41,12 +41,17 @@ class VoiceAgentApp(QuartTrio):
             await super().__call__(scope, receive, send)
 
 
+def check_media_format(settings: ServerSettings) -> None:
+    """A stream format Vobiz does not send is refused before anything starts."""
+    if settings.media_format not in STREAM_CONTENT_TYPES:
+        raise ValueError(media_format_problem(settings.media_format))
+
+
 def create_app(
     settings: ServerSettings, config: AgentConfig, providers: Providers
 ) -> VoiceAgentApp:
     """Build the app; ``app.switchboard`` holds its calls (tests and the CLI look there)."""
-    if settings.media_format not in STREAM_CONTENT_TYPES:
-        raise ValueError(media_format_problem(settings.media_format))
+    check_media_format(settings)
     tokens = StreamTokens.from_env(reveal(settings.stream_secret))
     if tokens.ephemeral:
         log.warning(

@@ -175,6 +175,7 @@ async def serve_on_loopback(
     shutdown: trio.Event,
     port: int = 0,
     measure_load: bool = False,
+    fd: int | None = None,
 ) -> str:
     """Serve ``app`` on 127.0.0.1 (a free port by default: tests, demo, benchmarks); return its
     base URL.
@@ -189,6 +190,7 @@ async def serve_on_loopback(
             shutdown=shutdown,
             task_status=task_status,
             measure_load=measure_load,
+            fd=fd,
         )
     )
     base = binds[0].replace("0.0.0.0", "127.0.0.1")

@@ -84,10 +84,9 @@ def listen_fd() -> int | None:
 class Workers:
     """The parent of ``serve --workers N`` (N > 1)."""
 
-    def __init__(self, count: int, settings: ServerSettings, worker_argv: list[str]) -> None:
+    def __init__(self, count: int, settings: ServerSettings) -> None:
         self.count = count
         self.settings = settings
-        self.worker_argv = worker_argv
         self.running: dict[int, trio.Process] = {}
         self.stopping = False
         self.config_error = False
@@ -96,6 +95,9 @@ class Workers:
         """Serve until interrupted; 0 once every worker has drained, 2 for a setting that
         cannot work (a worker said which on stderr)."""
         listener = _listen(self.settings.host, self.settings.port)
+        port = listener.getsockname()[1]  # the one chosen, for --port 0
+        if port != self.settings.port:
+            self.settings = self.settings.with_values(port=port)
         environment = self._environment(listener.fileno())
         made = environment.get(MULTIPROC_ENV) if MULTIPROC_ENV not in os.environ else None
         try:
@@ -108,10 +110,10 @@ class Workers:
                         for index in range(self.count):
                             workers.start_soon(self._keep, index, environment, listener.fileno())
                         log.info(
-                            "serving on http://%s:%d with %d workers",
+                            "%d workers on http://%s:%d; each says when it serves",
+                            self.count,
                             self.settings.host,
                             self.settings.port,
-                            self.count,
                         )
                     nursery.cancel_scope.cancel()
         finally:
@@ -144,10 +146,13 @@ class Workers:
     async def _keep(self, index: int, environment: dict[str, str], fd: int) -> None:
         """Run worker ``index``, and another in its place whenever it dies."""
         delay = RESTART_DELAY
+        host, port = self.settings.host, str(self.settings.port)
+        command = [sys.executable, "-m", "adapters.app.cli", "serve", "--workers", "1"]
+        command += ["--host", host, "--port", port]  # its public URL's default, as ours
         while not self.stopping:
             started = trio.current_time()
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "adapters.app.cli", *self.worker_argv],
+                command,
                 env=environment | {"VOICE_AGENT_WORKER": str(index)},
                 pass_fds=(fd,),
                 # Its own process group: a Ctrl-C reaches the parent only, which passes
@@ -210,12 +215,13 @@ def _listen(host: str, port: int) -> socket.socket:
 
 async def serve_workers(count: int, host: str | None, port: int | None) -> int:
     """``voice-agent serve --workers N`` with N > 1."""
+    from adapters.app.server import check_media_format
     from adapters.app.serving import ConfigError, serve_settings
 
     try:
         settings = serve_settings(host, port)
+        check_media_format(settings)  # the rest a worker finds as it starts (status 2)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     logs.use_format(settings.log_format)
-    argv = ["serve", "--workers", "1", "--host", settings.host, "--port", str(settings.port)]
-    return await Workers(count, settings, argv).run()
+    return await Workers(count, settings).run()
