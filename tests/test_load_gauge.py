@@ -26,21 +26,20 @@ def window_at(cpu: float, lag: float = 0.001, calls: int = 0, seconds: float = 2
 def test_a_call_is_admitted_while_the_cpu_has_room_for_it():
     assert window_at(0.5).refusal() is None
     assert window_at(0.69).refusal() == (
-        "CPU 69% of a core, 71% with 0 starting call(s) and this one (limit 70%)"
+        "CPU 69% of a core, 0 call(s) at 2.0% each: 71% with one more (limit 70%)"
     )
 
 
-def test_calls_just_admitted_count_at_a_calls_cost_until_they_are_grown():
-    window = window_at(0.5)
-    for _ in range(9):  # 0.5 + 0.02 x 10 = 0.70: the tenth would still fit, the eleventh not
-        assert window.refusal() is None
-        window.admitted(2.0)
-    assert window.refusal() is None
-    window.admitted(2.0)
-    assert window.refusal() is not None and "10 starting" in window.refusal()
-    # Ten seconds on, their load shows in the CPU itself and they no longer count twice.
-    window.sample(12.05, 0.5 * 12.05, 0.001, 10)
-    assert window.starting() == 0
+def test_calls_that_have_not_shown_their_load_count_at_a_calls_cost():
+    # A burst: the CPU has not seen them yet, the count has.
+    window = window_at(0.1)
+    assert window.refusal(calls=33) is None  # 0.02 x 33 + 0.02 = 0.68
+    assert window.refusal(calls=35) == (
+        "CPU 10% of a core, 35 call(s) at 2.0% each: 72% with one more (limit 70%)"
+    )
+    # Calls whose load shows are not counted twice: the larger of the two counts.
+    assert window_at(0.6, calls=20).refusal() is None  # max(0.60, 0.40) + 0.02
+    assert window_at(0.6, calls=20).refusal(calls=40) is not None  # max(0.60, 0.80) + 0.02
 
 
 def test_a_late_event_loop_refuses_calls_whatever_the_cpu_says():

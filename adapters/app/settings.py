@@ -191,7 +191,7 @@ class ServerSettings(BaseSettings):
     #: Below the ceiling, a call is admitted only while the process's measured load has room
     #: for it (``adapters/app/load_gauge.py``): CPU as a share of one core (0: not checked)
     #: and the event loop's lateness in seconds (0: not checked).
-    admission_cpu: float = Field(0.7, ge=0, le=1)
+    admission_cpu: float = Field(0.6, ge=0, le=1)
     admission_loop_lag: float = Field(0.015, ge=0)
     #: The media stream's format (the answer's ``contentType``); checked when the app is made.
     media_format: str = "audio/x-mulaw;rate=8000"
