@@ -333,3 +333,14 @@ async def test_missing_api_key_is_a_failure_not_a_crash(clock, monkeypatch):
     chat = OpenAIChat(ChatSettings(base_url="http://127.0.0.1:9/v1", api_key=None))
     rec = await run_turn(chat)
     assert rec.events == [LlmFailed(1, "error OpenAIError")]
+
+
+async def test_a_refused_key_fails_the_reply_at_once(clock):
+    fake = FakeOpenAI(api_key="sk-the-right-one")  # as strict as the real API: 401 otherwise
+    fake.replies.append(Reply("Hello."))
+    async with run_fake_openai(fake):
+        refused = await run_turn(make_chat(fake, max_retries=1))
+        fake.api_key = "sk-test"
+        accepted = await run_turn(make_chat(fake))
+    assert refused.events == [LlmFailed(1, "http_error 401")]
+    assert accepted.events == [LlmText(1, "Hello."), LlmDone(1)]

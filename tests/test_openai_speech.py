@@ -175,3 +175,10 @@ async def test_missing_api_key_is_a_failure_not_a_crash(clock, monkeypatch):
     rec = Recorder([])
     await speech.synthesize(3, 2, SENTENCE, rec.link)
     assert rec.events == [TtsFailed(3, 2, "error OpenAIError")]
+
+
+async def test_a_refused_key_fails_the_sentence(clock):
+    fake = FakeOpenAI(api_key="sk-the-right-one")  # as strict as the real API: 401 otherwise
+    async with run_fake_openai(fake):
+        rec = await speak(make_speech(fake), fake)
+    assert rec.events[-1] == TtsFailed(3, 2, "http_error 401")

@@ -10,15 +10,15 @@ rounds of the same ``complete()``, so the engine only ever sees text,
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import attrs
 import httpx2
 import openai
 import trio
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from adapters.providers.interfaces import ProviderLink
 from adapters.providers.tools import BUILTIN_DECLARATIONS, BUILTIN_NAMES, Tool, load_tools
@@ -49,12 +49,28 @@ class ChatSettings:
     max_tool_rounds: int = 3
 
 
+#: Connections kept for the next request: a call asks every few seconds, and a new
+#: connection (TCP, often TLS) costs the caller's wait and the server's CPU each time.
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=120)
+#: Before the one retry (the SDK's first backoff), unless the server says how long.
+RETRY_DELAY = 0.5
+#: Statuses worth the one retry, as the SDK retries them.
+RETRYABLE = frozenset({408, 409, 429})
+
+
 class RunBoundClient:
-    """One ``AsyncOpenAI`` per trio run, made on first use.
+    """One ``AsyncOpenAI`` and its pooled HTTP client per trio run, made on first use.
 
     Pooled sockets belong to the trio run that opened them, so a client made
     in another run (an earlier test, a restarted server) is replaced rather
     than reused.
+
+    The two requests a call makes again and again, a streamed completion and a
+    streamed sentence of speech, go through :meth:`stream` on the pooled client
+    itself: the SDK's request building, response wrappers and a model object per
+    streamed chunk were most of their CPU (``docs/load.md``). Its retry (one, for
+    the statuses and failures the SDK retries) and its exceptions are kept, so a
+    failure reads the same either way.
     """
 
     def __init__(
@@ -66,16 +82,65 @@ class RunBoundClient:
             "timeout": timeout,
             "max_retries": max_retries,
         }
+        self._timeout = timeout
+        self._retries = max_retries
         self._client: openai.AsyncOpenAI | None = None
+        self._http: httpx2.AsyncClient | None = None
         self._run: trio.lowlevel.TrioToken | None = None
 
     def get(self) -> openai.AsyncOpenAI:
         """The client of the current run."""
         run = trio.lowlevel.current_trio_token()
         if self._client is None or self._run is not run:
-            self._client = openai.AsyncOpenAI(**self._options)  # type: ignore[arg-type]
+            self._http = httpx2.AsyncClient(
+                timeout=self._timeout, limits=LIMITS, follow_redirects=True
+            )
+            self._client = openai.AsyncOpenAI(
+                **self._options,  # type: ignore[arg-type]
+                http_client=self._http,
+            )
             self._run = run
         return self._client
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx2.Response]:
+        """POST ``body`` as JSON to ``path`` (under the base URL) and stream the answer.
+
+        A failure before the answer starts is retried once (``max_retries``) where the
+        SDK would; then it raises what the SDK raises (``RateLimitError``,
+        ``APIStatusError``, or httpx2's timeout and transport errors).
+        """
+        client = self.get()  # a missing key fails here, as the SDK's own requests do
+        http = self._http
+        assert http is not None
+        request = http.build_request(
+            "POST",
+            f"{str(client.base_url).rstrip('/')}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {client.api_key}"},
+        )
+        retries = self._retries
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                response = await http.send(request, stream=True)
+            except (httpx2.TimeoutException, httpx2.TransportError):
+                if last:
+                    raise
+                await trio.sleep(RETRY_DELAY)
+                continue
+            if response.status_code >= 400:
+                await response.aread()
+                await response.aclose()
+                if last or not (response.status_code in RETRYABLE or response.status_code >= 500):
+                    raise _status_error(response)
+                await trio.sleep(_retry_delay(response))
+                continue
+            try:
+                yield response
+            finally:
+                await response.aclose()
+            return
 
     def warm(self) -> None:
         """Make the client and load the SDK's lazily imported parts now, not in the first call."""
@@ -88,6 +153,29 @@ class RunBoundClient:
         if client is not None and self._run is trio.lowlevel.current_trio_token():
             with trio.CancelScope(shield=True):
                 await client.close()
+
+
+def _status_error(response: httpx2.Response) -> openai.APIStatusError:
+    """The SDK's exception for an error status, with the body the server gave."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    kind = openai.RateLimitError if response.status_code == 429 else openai.APIStatusError
+    return kind(
+        f"Error code: {response.status_code} - {message or body}", response=response, body=body
+    )
+
+
+def _retry_delay(response: httpx2.Response) -> float:
+    """The server's ``retry-after`` when it is short, else :data:`RETRY_DELAY`."""
+    try:
+        after = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return RETRY_DELAY
+    return after if 0 <= after <= 5 else RETRY_DELAY
 
 
 def failure_reason(exc: Exception) -> str | None:
@@ -123,16 +211,17 @@ class _Round:
     fragments: dict[int, dict[str, Any]] = attrs.Factory(dict)
     usage: Any = None
 
-    def add_tool_fragment(self, fragment: Any) -> None:
-        call = self.fragments.setdefault(fragment.index, {"id": "", "name": "", "arguments": []})
-        if fragment.id:
-            call["id"] = fragment.id
-        function = fragment.function
-        if function is not None:
-            if function.name:
-                call["name"] = function.name
-            if function.arguments:
-                call["arguments"].append(function.arguments)
+    def add_tool_fragment(self, fragment: dict[str, Any]) -> None:
+        index = fragment.get("index", 0)
+        call = self.fragments.setdefault(index, {"id": "", "name": "", "arguments": []})
+        if fragment.get("id"):
+            call["id"] = fragment["id"]
+        function = fragment.get("function")
+        if function:
+            if function.get("name"):
+                call["name"] = function["name"]
+            if function.get("arguments"):
+                call["arguments"].append(function["arguments"])
 
     def tool_calls(self) -> list[_Call]:
         return [
@@ -194,39 +283,29 @@ class OpenAIChat:
         started = link.now()
         first: float | None = None
         result = _Round()
-        # The client's own post, not chat.completions.create: the resource method first runs
-        # the request through the SDK's type-driven transform, CPU spent on every request
-        # (docs/load.md) that changes nothing in a body of plain JSON types.
-        # Same retries, errors and chunk objects.
-        stream = await self._client.get().post(
-            "/chat/completions",
-            body=body,
-            cast_to=ChatCompletion,
-            stream=True,
-            stream_cls=openai.AsyncStream[ChatCompletionChunk],
-        )
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    result.usage = chunk.usage
-                for choice in chunk.choices or ():
-                    delta = choice.delta
-                    if delta is None:  # compatible servers are not always complete
+        async with self._client.stream("/chat/completions", body) as response:
+            async for chunk in _events(response):
+                if chunk.get("usage") is not None:
+                    result.usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta")
+                    if not delta:  # compatible servers are not always complete
                         continue
-                    if first is None and (delta.content or delta.tool_calls):
+                    content, fragments = delta.get("content"), delta.get("tool_calls")
+                    if first is None and (content or fragments):
                         first = link.now() - started
-                    if delta.content:
-                        result.text.append(delta.content)
-                        await link.emit(LlmText(utterance, delta.content))
-                    for fragment in delta.tool_calls or ():
+                    if content:
+                        result.text.append(content)
+                        await link.emit(LlmText(utterance, content))
+                    for fragment in fragments or ():
                         result.add_tool_fragment(fragment)
-        usage = result.usage
+        usage = result.usage if isinstance(result.usage, dict) else {}
         link.log.info(
             "llm utterance %d: first token %s s, %s prompt + %s completion tokens",
             utterance,
             "-" if first is None else f"{first:.3f}",
-            getattr(usage, "prompt_tokens", "?"),
-            getattr(usage, "completion_tokens", "?"),
+            usage.get("prompt_tokens", "?"),
+            usage.get("completion_tokens", "?"),
         )
         return result
 
@@ -278,6 +357,29 @@ class OpenAIChat:
                 content = await tool.call(call.arguments)
                 link.log.info("tool %s(%s) -> %.200s", call.name, call.arguments, content)
             history.append({"role": "tool", "tool_call_id": call.id, "content": content})
+
+
+async def _events(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream, up to ``[DONE]``; an ``error`` object
+    in the stream raises as the SDK's stream does (``openai.APIError``)."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        if not data:
+            continue
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            continue
+        error = chunk.get("error")
+        if error is not None:
+            message = error.get("message") if isinstance(error, dict) else None
+            raise openai.APIError(
+                message or "An error occurred during streaming", response.request, body=error
+            )
+        yield chunk
 
 
 def _json_object(call: _Call, link: ProviderLink) -> str:

@@ -1,9 +1,9 @@
 """Sentence-by-sentence speech from OpenAI's ``/audio/speech``, streamed to the phone.
 
-The response is read as it arrives (``with_streaming_response`` and
-``iter_bytes``), so the caller hears the first syllables while the rest of
-the sentence is still being generated; a plain ``create()`` would buffer the
-whole body. ``pcm`` (24 kHz s16le) is asked for because it needs no decoder
+The response is read as it arrives (a streamed request on the pooled client,
+:meth:`~adapters.providers.openai_chat.RunBoundClient.stream`), so the caller
+hears the first syllables while the rest of the sentence is still being
+generated; the SDK's plain ``create()`` would buffer the whole body. ``pcm`` (24 kHz s16le) is asked for because it needs no decoder
 and its chunks can be converted to 8 kHz mu-law one by one, odd lengths
 included.
 
@@ -87,12 +87,10 @@ class OpenAISpeech:
         if s.speed is not None:
             options["speed"] = s.speed
         sentence = _Sentence(utterance, seq, link)
+        body = {"model": s.model, "voice": s.voice, "input": text, "response_format": "pcm"}
         try:
-            speech = self._client.get().audio.speech.with_streaming_response
-            async with speech.create(
-                model=s.model, voice=s.voice, input=text, response_format="pcm", **options
-            ) as response:
-                async for chunk in response.iter_bytes():
+            async with self._client.stream("/audio/speech", body | options) as response:
+                async for chunk in response.aiter_bytes():
                     await sentence.take(chunk)
         except Exception as exc:
             reason = failure_reason(exc)
