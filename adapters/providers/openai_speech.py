@@ -3,9 +3,9 @@
 The response is read as it arrives (a streamed request on the pooled client,
 :meth:`~adapters.providers.openai_chat.RunBoundClient.stream`), so the caller
 hears the first syllables while the rest of the sentence is still being
-generated; the SDK's plain ``create()`` would buffer the whole body. ``pcm`` (24 kHz s16le) is asked for because it needs no decoder
-and its chunks can be converted to 8 kHz mu-law one by one, odd lengths
-included.
+generated; the SDK's plain ``create()`` would buffer the whole body. ``pcm``
+(24 kHz s16le) is asked for because it needs no decoder and its chunks can be
+converted to 8 kHz mu-law one by one, odd lengths included.
 
 Once a sentence's audio is well ahead of the phone, the stream is read in
 pieces instead of as each network chunk lands: every piece handed on is an
