@@ -344,3 +344,16 @@ async def test_a_refused_key_fails_the_reply_at_once(clock):
         accepted = await run_turn(make_chat(fake))
     assert refused.events == [LlmFailed(1, "http_error 401")]
     assert accepted.events == [LlmText(1, "Hello."), LlmDone(1)]
+
+
+async def test_the_organisation_and_project_go_with_each_request(clock, monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-fake")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-fake")
+    fake = FakeOpenAI()
+    fake.replies.append(Reply("Hello."))
+    async with run_fake_openai(fake):
+        await run_turn(make_chat(fake))
+    (headers,) = fake.headers
+    assert headers["Openai-Organization"] == "org-fake"
+    assert headers["Openai-Project"] == "proj-fake"
+    assert headers["Authorization"] == "Bearer sk-test"

@@ -86,6 +86,7 @@ class RunBoundClient:
         self._retries = max_retries
         self._client: openai.AsyncOpenAI | None = None
         self._http: httpx2.AsyncClient | None = None
+        self._headers: dict[str, str] = {}
         self._run: trio.lowlevel.TrioToken | None = None
 
     def get(self) -> openai.AsyncOpenAI:
@@ -99,6 +100,14 @@ class RunBoundClient:
                 **self._options,  # type: ignore[arg-type]
                 http_client=self._http,
             )
+            # What the SDK would send: the key, and the organisation and project it reads
+            # from OPENAI_ORG_ID / OPENAI_PROJECT_ID. The body's type is set by httpx.
+            sent = {**self._client.default_headers, **self._client.auth_headers}
+            self._headers = {
+                name: value
+                for name, value in sent.items()
+                if isinstance(value, str) and name.lower() not in ("accept", "content-type")
+            }
             self._run = run
         return self._client
 
@@ -117,7 +126,7 @@ class RunBoundClient:
             "POST",
             f"{str(client.base_url).rstrip('/')}{path}",
             json=body,
-            headers={"Authorization": f"Bearer {client.api_key}"},
+            headers=self._headers,
         )
         retries = self._retries
         for attempt in range(retries + 1):
