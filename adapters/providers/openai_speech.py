@@ -1,7 +1,7 @@
 """Sentence-by-sentence speech from OpenAI's ``/audio/speech``, streamed to the phone.
 
 The response is read as it arrives (a streamed request on the pooled client,
-:meth:`~adapters.providers.openai_chat.RunBoundClient.stream`), so the caller
+:meth:`~adapters.providers.openai_http.RunBoundClient.stream`), so the caller
 hears the first syllables while the rest of the sentence is still being
 generated; the SDK's plain ``create()`` would buffer the whole body. ``pcm``
 (24 kHz s16le) is asked for because it needs no decoder and its chunks can be
@@ -28,7 +28,7 @@ import trio
 
 from adapters.media.audio import PhoneEncoder
 from adapters.providers.interfaces import ProviderLink
-from adapters.providers.openai_chat import (
+from adapters.providers.openai_http import (
     DEFAULT_TIMEOUT,
     RunBoundClient,
     failure_reason,
