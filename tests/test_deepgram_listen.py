@@ -12,8 +12,8 @@ import pytest
 import trio
 from listening import KEY, play, run_call
 
+from adapters.providers.deepgram_backlog import AudioBacklog
 from adapters.providers.deepgram_flux import DeepgramFlux, FluxSettings
-from adapters.providers.deepgram_listen import AudioBacklog
 from adapters.providers.deepgram_stt import DeepgramSettings, DeepgramSTT
 from engine.events import SttLost, SttRestored, Transcript
 from fixtures.fake_deepgram import run_fake_deepgram, silence, tone

@@ -30,8 +30,8 @@ import attrs
 from trio_websocket import WebSocketConnection
 
 from adapters.media.audio import PHONE_RATE
+from adapters.providers.deepgram_backlog import AudioBacklog
 from adapters.providers.deepgram_listen import (
-    AudioBacklog,
     ListenSession,
     StreamSettings,
     audio_offset,

@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 import attrs
 from trio_websocket import WebSocketConnection
 
+from adapters.providers.deepgram_backlog import AudioBacklog
 from adapters.providers.deepgram_listen import (
-    AudioBacklog,
     ListenSession,
     StreamSettings,
     audio_offset,
