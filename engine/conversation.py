@@ -499,13 +499,7 @@ class Conversation:
         assert held is not None
         self.cancel_timer(Timer.FALSE_INTERRUPTION)
         self.interrupted = None
-        self.start_utterance(
-            held.kind,
-            held.unplayed,
-            then=held.then,
-            transfer_to=held.transfer_to,
-            played_before=[t for t in [held.played_text] if t],
-        )
+        self._say_the_rest(held)
 
     # -- actions: another process takes the call over ------------------------------
     def rearm_timers(self) -> None:
@@ -533,13 +527,18 @@ class Conversation:
         self.cancel_timer(Timer.PLAYOUT)
         self.checkpoints.clear()
         self.utterance = None
+        self._say_the_rest(utterance, interruptible=utterance.interruptible)
+
+    def _say_the_rest(self, cut: Any, **extra: Any) -> None:
+        """A new utterance of what ``cut`` had not played, going on to what it led to."""
+        played_before = [cut.played_text] if cut.played_text else []
         self.start_utterance(
-            utterance.kind,
-            utterance.unplayed,
-            then=utterance.then,
-            transfer_to=utterance.transfer_to,
-            interruptible=utterance.interruptible,
-            played_before=[t for t in [utterance.played_text] if t],
+            cut.kind,
+            cut.unplayed,
+            then=cut.then,
+            transfer_to=cut.transfer_to,
+            played_before=played_before,
+            **extra,
         )
 
     def take_caller_words(self, e: Any) -> None:
